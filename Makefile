@@ -1,0 +1,35 @@
+# Two entry points (README.md): `make notebooks` (the main job) and `make test` (the suite).
+# Both create .venv with the package and its extras; nothing else is needed but Python >= 3.10.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= build/notebooks
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: env notebooks test clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev]"
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
+	touch $@
+
+# Execute every numbered notebook on its embedded defaults; executed copies go to $(OUT),
+# figures to figures/.
+notebooks: env
+	@mkdir -p $(OUT) figures
+	@if [ -z "$(NOTEBOOKS)" ]; then $(BIN)/python -m localmamba.demo; fi
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/papermill --cwd notebooks --kernel python3 "$$nb" "$(OUT)/$$(basename $$nb)" || exit 1; \
+	done
+	@echo "executed notebooks in $(OUT); figures in figures/"
+
+# Unit tests and notebooks (executed with papermill into a temporary folder).
+test: env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

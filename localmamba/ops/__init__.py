@@ -1,0 +1,1 @@
+"""Operators: the selective scan with one signature and several backends."""

@@ -1,0 +1,300 @@
+"""Scan orders: how a 2-D grid of tokens becomes the 1-D sequences a selective scan reads.
+
+A *direction* is a string of the grammar ``h | v | wK``, optionally followed by ``_flip``:
+
+- ``h``: row-major (left to right, top to bottom), the order of ``x.flatten(2)``.
+- ``v``: column-major (top to bottom, left to right).
+- ``wK`` (any integer K >= 2): the grid is zero-padded at the bottom/right to a multiple of K, cut into
+  KxK windows; windows are visited in row-major order and tokens row-major inside each window.
+  Padded positions are part of the sequence (they carry zeros), exactly as in the original code.
+- ``_flip`` reverses the whole (padded) sequence.
+
+Everything here is an index gather: :func:`scan_order` gives the visiting order once per
+(direction, H, W), cached, and scanning is ``index_select`` with it, so it runs on any device and
+autograd works through it. :class:`ScanPlan` stacks several directions (padded to a common length)
+so that a layer scans and reverses all of its directions with one gather each.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ORIGINAL_CANDIDATES", "Direction", "parse_direction", "scan_length", "scan_order",
+    "local_scan", "local_reverse", "local_scan_ref", "local_reverse_ref", "ScanPlan", "scan_plan",
+    "multi_scan", "multi_reverse",
+]
+
+#: The 8 candidates the paper searches over, in the original code's order.
+ORIGINAL_CANDIDATES = ("h", "h_flip", "v", "v_flip", "w2", "w2_flip", "w7", "w7_flip")
+
+_GRAMMAR = re.compile(r"^(h|v|w([0-9]+))(_flip)?$")
+_VALID = "'h', 'v' or 'wK' (K >= 2), each optionally followed by '_flip' (e.g. 'w7_flip')"
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A parsed direction: ``kind`` is 'h', 'v' or 'w'; ``window`` is K for 'w' (else None)."""
+
+    name: str
+    kind: str
+    window: int | None
+    flip: bool
+
+
+@lru_cache(maxsize=None)
+def parse_direction(direction: str) -> Direction:
+    """Parse a direction string; raise ValueError naming the grammar if it is not one."""
+    if not isinstance(direction, str):
+        raise ValueError(f"direction must be a string, got {type(direction).__name__}: valid are {_VALID}")
+    m = _GRAMMAR.match(direction)
+    if m is None:
+        raise ValueError(f"unknown scan direction {direction!r}: valid are {_VALID}")
+    window = int(m.group(2)) if m.group(2) is not None else None
+    if window is not None and window < 2:
+        raise ValueError(f"window size in {direction!r} must be >= 2: valid are {_VALID}")
+    return Direction(direction, m.group(1)[0], window, m.group(3) is not None)
+
+
+def _check_grid(H: int, W: int) -> tuple[int, int]:
+    if int(H) != H or int(W) != W or H < 1 or W < 1:
+        raise ValueError(f"grid size must be positive integers, got H={H}, W={W}")
+    return int(H), int(W)
+
+
+def scan_length(direction: str, H: int, W: int) -> int:
+    """Length of the scanned sequence: H*W for 'h'/'v', the padded grid's size for 'wK'."""
+    d = parse_direction(direction)
+    H, W = _check_grid(H, W)
+    if d.kind == "w":
+        K = d.window
+        return math.ceil(H / K) * K * math.ceil(W / K) * K
+    return H * W
+
+
+@lru_cache(maxsize=1024)
+def _order(direction: str, H: int, W: int) -> torch.Tensor:
+    d = parse_direction(direction)
+    grid = torch.arange(H * W).view(H, W)
+    if d.kind == "h":
+        order = grid.flatten()
+    elif d.kind == "v":
+        order = grid.t().flatten()
+    else:
+        K = d.window
+        Hg, Wg = math.ceil(H / K), math.ceil(W / K)
+        padded = F.pad(grid, (0, Wg * K - W, 0, Hg * K - H), value=-1)  # (Hg*K, Wg*K)
+        order = padded.view(Hg, K, Wg, K).permute(0, 2, 1, 3).flatten()
+    if d.flip:
+        order = order.flip(0)
+    return order.contiguous()
+
+
+def scan_order(direction: str, H: int, W: int) -> torch.Tensor:
+    """The visiting order of ``direction`` on an HxW grid.
+
+    Returns a LongTensor of length :func:`scan_length`: entry ``t`` is the row-major index
+    (``i * W + j``) of the token visited at step ``t``, or -1 where the step visits padding.
+    """
+    H, W = _check_grid(H, W)
+    return _order(direction, H, W).clone()
+
+
+@lru_cache(maxsize=1024)
+def _inverse(direction: str, H: int, W: int) -> torch.Tensor:
+    order = _order(direction, H, W)
+    pos = torch.arange(order.numel())
+    real = order >= 0
+    inv = torch.empty(H * W, dtype=torch.long)
+    inv[order[real]] = pos[real]
+    return inv
+
+
+_DEVICE_CACHE: dict = {}
+
+
+def _on(t: torch.Tensor, device: torch.device, key) -> torch.Tensor:
+    """Cache the device copy of an index tensor (index building is done once, on the CPU)."""
+    if device.type == "cpu":
+        return t
+    k = (key, str(device))
+    out = _DEVICE_CACHE.get(k)
+    if out is None:
+        out = _DEVICE_CACHE[k] = t.to(device)
+    return out
+
+
+def _flat_input(x: torch.Tensor, H: int | None, W: int | None, what: str) -> tuple[torch.Tensor, int, int]:
+    if x.dim() == 4:
+        if H is not None and (H, W) != tuple(x.shape[-2:]):
+            raise ValueError(f"{what}: x is {tuple(x.shape)} but H, W = {H}, {W}")
+        H, W = x.shape[-2:]
+        return x.flatten(2), H, W
+    if x.dim() == 3:
+        if H is None or W is None:
+            raise ValueError(f"{what}: x of shape (B, C, L) needs H and W")
+        H, W = _check_grid(H, W)
+        if x.shape[-1] != H * W:
+            raise ValueError(f"{what}: x has {x.shape[-1]} tokens but H*W = {H}*{W} = {H * W}")
+        return x, H, W
+    raise ValueError(f"{what}: x must be (B, C, H, W) or (B, C, H*W), got shape {tuple(x.shape)}")
+
+
+def local_scan(x: torch.Tensor, direction: str, H: int | None = None, W: int | None = None) -> torch.Tensor:
+    """Scan a grid into a sequence: x (B, C, H, W) or (B, C, H*W) -> (B, C, L_dir).
+
+    Padded positions of 'wK' directions hold zeros.
+    """
+    x, H, W = _flat_input(x, H, W, "local_scan")
+    order = _on(_order(direction, H, W), x.device, ("order", direction, H, W))  # (L_dir,)
+    if scan_length(direction, H, W) == H * W:
+        return x.index_select(-1, order)  # (B, C, L)
+    xp = F.pad(x, (0, 1))  # (B, C, H*W + 1): the last slot is the zero that padding reads
+    return xp.index_select(-1, torch.where(order < 0, H * W, order))  # (B, C, L_dir)
+
+
+def local_reverse(y: torch.Tensor, direction: str, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`local_scan` on real tokens: y (B, C, L_dir) -> (B, C, H*W) in row-major order."""
+    H, W = _check_grid(H, W)
+    L = scan_length(direction, H, W)
+    if y.dim() != 3 or y.shape[-1] != L:
+        raise ValueError(f"local_reverse: y must be (B, C, {L}) for {direction!r} on {H}x{W}, got {tuple(y.shape)}")
+    inv = _on(_inverse(direction, H, W), y.device, ("inverse", direction, H, W))  # (H*W,)
+    return y.index_select(-1, inv)  # (B, C, H*W)
+
+
+def local_scan_ref(x: torch.Tensor, direction: str, H: int, W: int) -> torch.Tensor:
+    """Plain reshape/permute version of :func:`local_scan` (the original code's formulation), for tests."""
+    d = parse_direction(direction)
+    B, C = x.shape[:2]
+    x = x.reshape(B, C, H, W)
+    if d.kind == "h":
+        y = x.flatten(2)
+    elif d.kind == "v":
+        y = x.transpose(-1, -2).flatten(2)
+    else:
+        K = d.window
+        Hg, Wg = math.ceil(H / K), math.ceil(W / K)
+        x = F.pad(x, (0, Wg * K - W, 0, Hg * K - H))
+        y = x.view(B, C, Hg, K, Wg, K).permute(0, 1, 2, 4, 3, 5).reshape(B, C, -1)
+    return y.flip(-1) if d.flip else y
+
+
+def local_reverse_ref(y: torch.Tensor, direction: str, H: int, W: int) -> torch.Tensor:
+    """Plain reshape/permute version of :func:`local_reverse`, for tests."""
+    d = parse_direction(direction)
+    B, C, _ = y.shape
+    if d.flip:
+        y = y.flip(-1)
+    if d.kind == "h":
+        return y
+    if d.kind == "v":
+        return y.view(B, C, W, H).transpose(-1, -2).reshape(B, C, H * W)
+    K = d.window
+    Hg, Wg = math.ceil(H / K), math.ceil(W / K)
+    y = y.view(B, C, Hg, Wg, K, K).permute(0, 1, 2, 4, 3, 5).reshape(B, C, Hg * K, Wg * K)
+    return y[:, :, :H, :W].reshape(B, C, H * W)
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """Several directions stacked so that one gather scans them all, and one gather reverses them.
+
+    The token sequence has ``T`` entries: the H*W grid in row-major order, plus, if ``cls_position``
+    is set, a class token inserted at that index (it is then inserted at the same index of every
+    scanned sequence, as the original middle-class-token model does). Scanned sequences are padded
+    with zeros at their end to the longest one, ``L``: a causal scan never reads past its end, so
+    this padding changes nothing on real positions.
+
+    gather:  (K, L) indices into the T tokens, with T meaning "a zero".
+    reverse: (K, T) index of each token in each direction's scanned sequence.
+    lengths: the true length of each direction's sequence.
+    """
+
+    directions: tuple[str, ...]
+    H: int
+    W: int
+    cls_position: int | None
+    gather: torch.Tensor
+    reverse: torch.Tensor
+    lengths: tuple[int, ...]
+
+    @property
+    def K(self) -> int:
+        return len(self.directions)
+
+    @property
+    def T(self) -> int:
+        return self.H * self.W + (self.cls_position is not None)
+
+    @property
+    def L(self) -> int:
+        return self.gather.shape[1]
+
+    def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat gather, flat reverse) on ``device``: gather (K*L,) into T+1, reverse (K*T,) into K*L."""
+        key = ("plan", self.directions, self.H, self.W, self.cls_position)
+        offsets = torch.arange(self.K).unsqueeze(1) * self.L
+        flat_rev = (self.reverse + offsets).flatten()
+        return (_on(self.gather.flatten(), torch.device(device), key + ("g",)),
+                _on(flat_rev, torch.device(device), key + ("r",)))
+
+
+@lru_cache(maxsize=256)
+def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None) -> ScanPlan:
+    N = H * W
+    T = N + (cls_position is not None)
+    gathers, reverses, lengths = [], [], []
+    for d in directions:
+        order = _order(d, H, W)
+        inv = _inverse(d, H, W)
+        if cls_position is not None:
+            tok = torch.where(order >= cls_position, order + 1, order)  # patch index -> token index
+            tok = torch.where(order < 0, order, tok)
+            tok = torch.cat([tok[:cls_position], torch.tensor([cls_position]), tok[cls_position:]])
+            pos = torch.where(inv >= cls_position, inv + 1, inv)  # sequence position after insertion
+            inv = torch.cat([pos[:cls_position], torch.tensor([cls_position]), pos[cls_position:]])
+            order = tok
+        gathers.append(torch.where(order < 0, T, order))
+        reverses.append(inv)
+        lengths.append(order.numel())
+    L = max(lengths)
+    gather = torch.stack([F.pad(g, (0, L - g.numel()), value=T) for g in gathers])  # (K, L)
+    return ScanPlan(tuple(directions), H, W, cls_position, gather, torch.stack(reverses), tuple(lengths))
+
+
+def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
+    """Build (once, cached) the stacked gather/reverse indices of ``directions`` on an HxW grid."""
+    directions = tuple(directions)
+    if not directions:
+        raise ValueError(f"need at least one direction: valid are {_VALID}")
+    for d in directions:
+        parse_direction(d)
+    H, W = _check_grid(H, W)
+    if cls_position is not None and not 0 <= cls_position <= H * W:
+        raise ValueError(f"cls_position must be in [0, {H * W}], got {cls_position}")
+    return _plan(directions, H, W, cls_position)
+
+
+def multi_scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+    """Scan tokens-last x (B, T, C) in all of the plan's directions: -> (B, K, L, C), zero-padded."""
+    if x.dim() != 3 or x.shape[1] != plan.T:
+        raise ValueError(f"multi_scan: x must be (B, {plan.T}, C) for this plan, got {tuple(x.shape)}")
+    gather, _ = plan.indices(x.device)
+    xp = F.pad(x, (0, 0, 0, 1))  # (B, T+1, C): row T is the zero that padding reads
+    return xp.index_select(1, gather).view(x.shape[0], plan.K, plan.L, x.shape[2])  # (B, K, L, C)
+
+
+def multi_reverse(y: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+    """Inverse of :func:`multi_scan`: y (B, K, L, C) -> (B, K, T, C), each direction back in token order."""
+    if y.dim() != 4 or y.shape[1:3] != (plan.K, plan.L):
+        raise ValueError(f"multi_reverse: y must be (B, {plan.K}, {plan.L}, C), got {tuple(y.shape)}")
+    _, reverse = plan.indices(y.device)
+    B, K, L, C = y.shape
+    return y.reshape(B, K * L, C).index_select(1, reverse).view(B, K, plan.T, C)  # (B, K, T, C)
