@@ -4,5 +4,6 @@ Importing the package registers its models in timm (``timm.create_model('local_v
 """
 from . import scan
 from .scan import local_reverse, local_scan, scan_order
+from . import models  # registers the models in timm
 
 __version__ = "0.1.0"

@@ -1,0 +1,10 @@
+"""Layers: mixers over several scan directions, their merge, blocks and position embeddings."""
+from .blocks import MambaBlock, PatchMerging2D, VSSBlock
+from .mamba import MultiDirectionMamba
+from .merge import ChannelAttention, DirectionMerge
+from .rope import VisionRope
+from .ss2d import SS2D
+from .ssm import DirectionalSSM
+
+__all__ = ["MambaBlock", "PatchMerging2D", "VSSBlock", "MultiDirectionMamba", "ChannelAttention",
+           "DirectionMerge", "VisionRope", "SS2D", "DirectionalSSM"]

@@ -1,0 +1,61 @@
+"""Residual blocks around the mixers, and VMamba's patch merging."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+from .mamba import MultiDirectionMamba
+from .ss2d import SS2D
+
+__all__ = ["MambaBlock", "VSSBlock", "PatchMerging2D"]
+
+
+class MambaBlock(nn.Module):
+    """Vim's block: Add -> RMSNorm -> mixer, returning (mixer output, residual).
+
+    The residual stream is kept in fp32 (``residual_in_fp32``) and the add is folded into the
+    next block's norm, as mamba-ssm's fused add+norm does; this is the same arithmetic, unfused.
+    """
+
+    def __init__(self, dim: int, mixer: MultiDirectionMamba, drop_path: float = 0.0, eps: float = 1e-5):
+        super().__init__()
+        self.mixer = mixer
+        self.norm = nn.RMSNorm(dim, eps=eps)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, grid_size: tuple[int, int],
+                cls_position: int | None = None, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        residual = hidden.float() if residual is None else residual + self.drop_path(hidden).float()  # (B, T, C)
+        hidden = self.norm(residual).to(hidden.dtype)  # (B, T, C)
+        return self.mixer(hidden, grid_size, cls_position=cls_position, backend=backend), residual
+
+
+class VSSBlock(nn.Module):
+    """x + drop_path(SS2D(LN(x))), channels-last (B, H, W, C). No MLP: the LocalVMamba recipe."""
+
+    def __init__(self, dim: int, mixer: SS2D, drop_path: float = 0.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.op = mixer
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        return x + self.drop_path(self.op(self.norm(x), backend=backend))
+
+
+class PatchMerging2D(nn.Module):
+    """Halve H and W (zero-padding odd sizes) by concatenating 2x2 neighbours, LN, linear to out_dim."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[1:3]
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # (B, H/2, W/2, 4C)
+        return self.reduction(self.norm(x))

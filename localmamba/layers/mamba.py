@@ -1,0 +1,63 @@
+"""LocalVim's token mixer: one Mamba layer that reads the tokens in several scan directions."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..scan import ORIGINAL_CANDIDATES, multi_reverse, multi_scan, scan_plan
+from .merge import DirectionMerge
+from .ssm import DirectionalSSM
+
+__all__ = ["MultiDirectionMamba"]
+
+
+class MultiDirectionMamba(nn.Module):
+    """Mamba mixer over K scan directions of an HxW token grid (the original ``MultiMamba``).
+
+    in_proj -> scan x and z in every direction (one gather, sequences zero-padded to one length)
+    -> per-direction causal depthwise conv1d + SiLU -> K selective scans in one call, gated by
+    silu(z) -> reverse every direction to token order -> channel attention per direction -> sum
+    -> out_proj. ``directions=None`` builds the search supernet over the 8 original candidates.
+    With ``cls_position`` set, the class token is kept out of the 2-D scan and inserted at that
+    index of every scanned sequence (the middle-class-token model).
+    """
+
+    def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
+                 d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto", dt_init: str = "vim"):
+        super().__init__()
+        self.search = directions is None
+        self.directions = tuple(ORIGINAL_CANDIDATES if directions is None else directions)
+        scan_plan(self.directions, 1, 1)  # validates the names now rather than at the first forward
+        K = len(self.directions)
+        self.d_model, self.d_inner, self.d_conv = d_model, int(expand * d_model), d_conv
+        D = self.d_inner
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.in_proj = nn.Linear(d_model, 2 * D, bias=False)
+        # K depthwise causal convolutions as one grouped conv over K*D channels
+        self.conv1d = nn.Conv1d(K * D, K * D, d_conv, groups=K * D, padding=d_conv - 1)
+        self.ssm = DirectionalSSM(D, K, d_state=d_state, dt_rank=self.dt_rank, dt_init=dt_init)
+        self.merge = DirectionMerge(D, K, search=self.search)
+        self.out_proj = nn.Linear(D, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
+                backend: str = "auto") -> torch.Tensor:
+        """x (B, T, d_model), T = H*W (+1 with a class token) -> (B, T, d_model)."""
+        B, T, _ = x.shape
+        K, D = len(self.directions), self.d_inner
+        plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
+        xz = multi_scan(self.in_proj(x), plan)  # (B, K, L, 2D)
+        L = plan.L
+        xz = xz.transpose(-1, -2)  # (B, K, 2D, L)
+        xs = xz[:, :, :D].reshape(B, K * D, L)  # (B, K*D, L)
+        z = xz[:, :, D:]  # (B, K, D, L)
+        xs = F.silu(self.conv1d(xs)[..., :L]).view(B, K, D, L)  # causal: keep the first L outputs
+        y = self.ssm(xs, z=z, backend=backend)  # (B, K, D, L), already gated by silu(z)
+        y = multi_reverse(y.transpose(-1, -2), plan)  # (B, K, T, D)
+        return self.out_proj(self.merge(y))  # (B, T, d_model)
+
+    def extra_repr(self) -> str:
+        return f"directions={'search' if self.search else list(self.directions)}"

@@ -1,0 +1,68 @@
+"""Merging the outputs of several scan directions: channel attention per direction, then a sum.
+
+The paper's SCAttn (``BiAttn`` in the original code) re-weights the channels of each direction's
+output with a gate computed from that direction's own global average, so that a layer can favour
+some channels of, say, its windowed scan over those of its row scan. During direction search the
+directions are instead mixed by a softmax over learnable weights, after a non-affine LayerNorm
+that puts the candidates on one scale.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ChannelAttention", "DirectionMerge"]
+
+
+class ChannelAttention(nn.Module):
+    """x * sigmoid(W2 gelu(W1 mean_tokens(LN(x)))): one gate per channel, shared by all tokens."""
+
+    def __init__(self, dim: int, reduction: float = 0.125):
+        super().__init__()
+        hidden = int(dim * reduction)
+        self.norm = nn.LayerNorm(dim)
+        self.global_reduce = nn.Linear(dim, hidden)
+        self.channel_select = nn.Linear(hidden, dim)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., T, C) -> gate (..., 1, C) in (0, 1)."""
+        g = self.norm(x).mean(-2, keepdim=True)  # (..., 1, C)
+        return torch.sigmoid(self.channel_select(F.gelu(self.global_reduce(g))))  # (..., 1, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class DirectionMerge(nn.Module):
+    """Merge K directions already reversed to token order: (B, K, T, C) -> (B, T, C).
+
+    ``search=False``: sum over directions of ChannelAttention(x_k).
+    ``search=True`` (supernet): sum of softmax(weights)_k * LN(ChannelAttention(x_k)), LN without
+    affine parameters; :attr:`weights` are the architecture parameters that direction search reads.
+    """
+
+    def __init__(self, dim: int, num_directions: int, search: bool = False):
+        super().__init__()
+        self.num_directions = num_directions
+        self.search = search
+        self.attn = ChannelAttention(dim)
+        if search:
+            self.weights = nn.Parameter(1e-3 * torch.randn(num_directions, 1, 1, 1))
+
+    def probabilities(self) -> torch.Tensor:
+        """Softmax over the K candidates (search mode only): (K,)."""
+        if not self.search:
+            raise RuntimeError("direction probabilities exist only for a search (supernet) layer")
+        return self.weights.detach().flatten().softmax(0)
+
+    def forward(self, xs: torch.Tensor) -> torch.Tensor:
+        B, K, T, C = xs.shape
+        if K != self.num_directions:
+            raise ValueError(f"expected {self.num_directions} directions, got {K}")
+        xs = self.attn(xs)  # (B, K, T, C)
+        if not self.search:
+            return xs.sum(1)  # (B, T, C)
+        xs = F.layer_norm(xs, (C,))  # (B, K, T, C)
+        w = self.weights.softmax(0).view(1, K, 1, 1).to(xs.dtype)
+        return (xs * w).sum(1)  # (B, T, C)

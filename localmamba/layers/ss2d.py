@@ -1,0 +1,58 @@
+"""LocalVMamba's token mixer: VMamba's SS2D with LocalMamba's scan directions."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..scan import ORIGINAL_CANDIDATES, multi_reverse, multi_scan, scan_plan
+from .merge import DirectionMerge
+from .ssm import DirectionalSSM
+
+__all__ = ["SS2D"]
+
+
+class SS2D(nn.Module):
+    """2-D selective scan over K directions, channels-last in and out: (B, H, W, C) -> (B, H, W, C).
+
+    in_proj -> x, z halves; x: depthwise conv2d + SiLU -> scan in all K directions (zero-padded to
+    the longest) -> one selective scan over K*D channels -> reverse -> channel attention per
+    direction -> sum (or search mix) -> LayerNorm -> * silu(z) -> out_proj.
+    """
+
+    def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
+                 ssm_ratio: float = 2.0, dt_rank: int | str = "auto", d_conv: int = 3, conv_bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.search = directions is None
+        self.directions = tuple(ORIGINAL_CANDIDATES if directions is None else directions)
+        scan_plan(self.directions, 1, 1)  # validate names early
+        K = len(self.directions)
+        D = self.d_inner = int(ssm_ratio * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.in_proj = nn.Linear(d_model, 2 * D, bias=False)
+        self.conv2d = nn.Conv2d(D, D, d_conv, padding=(d_conv - 1) // 2, groups=D, bias=conv_bias)
+        self.ssm = DirectionalSSM(D, K, d_state=d_state, dt_rank=self.dt_rank, dt_init="mamba")
+        self.merge = DirectionMerge(D, K, search=self.search)
+        self.out_norm = nn.LayerNorm(D)
+        self.out_proj = nn.Linear(D, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        B, H, W, _ = x.shape
+        K, D = len(self.directions), self.d_inner
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
+        plan = scan_plan(self.directions, H, W)
+        xs = multi_scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, L, D)
+        xs = xs.transpose(-1, -2).contiguous().float()  # (B, K, D, L): the scan runs in fp32
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L)
+        y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
+        y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
+        return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, d_model)
+
+    def extra_repr(self) -> str:
+        return f"directions={'search' if self.search else list(self.directions)}"

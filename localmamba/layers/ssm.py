@@ -1,0 +1,75 @@
+"""The selective-scan part shared by both mixers: K directions in one kernel call.
+
+Each direction k has its own x_proj (input-dependent dt, B, C), dt_proj, A and D. Stacking the K
+directions along channels (u: (B, K*D, L)) with B and C grouped per direction ((B, K, N, L)) turns
+K scans into one call of the selective-scan op, as VMamba does; per-direction projections are one
+einsum each instead of K matmuls.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..ops import selective_scan
+
+__all__ = ["DirectionalSSM", "dt_bias_init"]
+
+
+def dt_bias_init(shape, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
+    """Bias whose softplus is log-uniform in [dt_min, dt_max] (Mamba's initialisation)."""
+    dt = torch.exp(torch.rand(shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
+
+
+class DirectionalSSM(nn.Module):
+    """Parameters and forward of K stacked selective scans over d_inner channels each.
+
+    x_proj_weight: (K, R + 2N, D)   dt_projs_weight: (K, D, R)   dt_projs_bias: (K, D)
+    A_logs: (K*D, N)                Ds: (K*D,)
+    """
+
+    def __init__(self, d_inner: int, num_directions: int, d_state: int = 16, dt_rank: int = 1,
+                 dt_init: str = "mamba"):
+        super().__init__()
+        K, D, N, R = num_directions, d_inner, d_state, dt_rank
+        self.d_inner, self.num_directions, self.d_state, self.dt_rank = D, K, N, R
+        bound = D ** -0.5  # nn.Linear's default initialisation
+        self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, D).uniform_(-bound, bound))
+        std = R ** -0.5
+        self.dt_projs_weight = nn.Parameter(torch.empty(K, D, R).uniform_(-std, std))
+        self.dt_projs_bias = nn.Parameter(dt_bias_init((K, D)))
+        if dt_init == "vim":
+            # The original LocalVim re-initialises every nn.Linear after construction (ViT-style
+            # trunc-normal weights, zero biases), dt_proj and x_proj included: reproduce it.
+            nn.init.trunc_normal_(self.x_proj_weight, std=0.02)
+            nn.init.trunc_normal_(self.dt_projs_weight, std=0.02)
+            nn.init.zeros_(self.dt_projs_bias)
+        elif dt_init != "mamba":
+            raise ValueError(f"dt_init must be 'mamba' or 'vim', got {dt_init!r}")
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(K * D, 1)  # (K*D, N)
+        self.A_logs = nn.Parameter(torch.log(A))
+        self.Ds = nn.Parameter(torch.ones(K * D))
+        self.A_logs._no_weight_decay = True
+        self.Ds._no_weight_decay = True
+
+    def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L)."""
+        B, K, D, L = xs.shape
+        N, R = self.d_state, self.dt_rank
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R+2N, L)
+        dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        y = selective_scan(
+            xs.reshape(B, K * D, L),  # (B, K*D, L)
+            dts.reshape(B, K * D, L),  # (B, K*D, L)
+            -torch.exp(self.A_logs.float()),  # (K*D, N)
+            Bs.contiguous(), Cs.contiguous(),  # (B, K, N, L) each: one group per direction
+            D=self.Ds.float(),
+            z=None if z is None else z.reshape(B, K * D, L),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=backend,
+        )  # (B, K*D, L)
+        return y.view(B, K, D, L)

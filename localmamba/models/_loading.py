@@ -1,0 +1,126 @@
+"""Loading checkpoints safely, and telling the user what a checkpoint that does not fit actually is."""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+__all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "KNOWN_ARCHS"]
+
+#: name -> architecture summary, filled by the model modules as they register variants;
+#: used to say which registered model a foreign checkpoint looks like.
+KNOWN_ARCHS: dict[str, dict] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it was loaded into."""
+
+
+def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return its state dict (``{'model': ...}``, ``{'state_dict': ...}`` or flat).
+
+    Checkpoints from the web are untrusted: they are loaded with ``weights_only=True``, which refuses
+    arbitrary pickled objects. ``trust_pickle=True`` lifts that for files you trust.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} contains Python objects other than tensors, which torch.load(weights_only=True) refuses "
+            f"to unpickle because unpickling can run arbitrary code. If you trust this file, pass "
+            f"trust_pickle=True (e.g. timm.create_model(..., trust_pickle=True)). Detail: {e}") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    if isinstance(ckpt, dict):
+        for key in ("model", "state_dict", "model_ema", "module"):
+            if key in ckpt and isinstance(ckpt[key], dict):
+                ckpt = ckpt[key]
+                break
+    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in ckpt.items()}
+
+
+def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
+    """A short description of the architecture a state dict (original or ours) belongs to."""
+    arch = _infer_arch(sd)
+    if arch is None:
+        return "an unknown architecture (neither LocalVim nor LocalVMamba keys)"
+    names = [n for n, a in KNOWN_ARCHS.items() if a == arch]
+    family = "LocalVim" if arch["family"] == "local_vim" else "LocalVMamba"
+    sizes = ", ".join(f"{k} {v}" for k, v in arch.items() if k != "family")
+    if names:
+        return f"{' / '.join(names)} ({family}: {sizes})"
+    return f"an unregistered {family} ({sizes})"
+
+
+def _infer_arch(sd: dict[str, torch.Tensor]) -> dict | None:
+    layer_ids = {int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.mixer\.", k))}
+    if layer_ids:
+        return dict(family="local_vim", embed_dim=int(sd["patch_embed.proj.weight"].shape[0]),
+                    depth=max(layer_ids) + 1, directions=_num_directions(sd, "layers.0.mixer."),
+                    search=any(k.endswith(("multi_scan.weights", "merge.weights")) for k in sd),
+                    cls_token="cls_token" in sd)
+    blocks = {(int(m.group(1)), int(m.group(2))) for k in sd if (m := re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", k))}
+    if blocks:
+        stages = max(s for s, _ in blocks) + 1
+        depths = [1 + max(b for s2, b in blocks if s2 == s) for s in range(stages)]
+        dims = []
+        for s in range(stages):
+            w = sd.get(f"layers.{s}.blocks.0.norm.weight")
+            dims.append(int(w.shape[0]) if w is not None else -1)
+        return dict(family="local_vmamba", dims=dims, depths=depths,
+                    directions=_num_directions(sd, "layers.0.blocks.0.op."),
+                    search=any(k.endswith(("multi_scan.weights", "merge.weights")) for k in sd))
+    return None
+
+
+def _num_directions(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    """K of one layer: per-direction keys (original LocalVim), else rows of the stacked dt bias."""
+    per_direction = sum(1 for k in sd if k.startswith(prefix + "A_log_"))
+    if per_direction:
+        return per_direction
+    for name in ("dt_projs_bias", "ssm.dt_projs_bias"):
+        if prefix + name in sd:
+            return int(sd[prefix + name].shape[0])
+    return -1
+
+
+def register_arch(name: str, **arch) -> None:
+    KNOWN_ARCHS[name] = arch
+
+
+def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = False) -> None:
+    """Load the weights named by ``model.pretrained_cfg`` ('file' first, else 'url') through ``filter_fn``."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    path = cfg.get("file")
+    if not path:
+        url = cfg.get("url")
+        if not url:
+            raise CheckpointError(
+                f"no released weights are known for {cfg.get('architecture', type(model).__name__)}; "
+                f"pass a file: timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))")
+        from timm.models._hub import download_cached_file
+        try:
+            path = download_cached_file(url, check_hash=False, progress=True)
+        except Exception as e:  # no network, proxy, 404...
+            raise CheckpointError(
+                f"could not download {url} ({type(e).__name__}: {e}). Download it on a machine with a "
+                f"network and pass it with pretrained_cfg_overlay=dict(file=PATH).") from e
+    sd = read_state_dict(path, trust_pickle=trust_pickle)
+    expected = describe_state_dict(model.state_dict())
+    found = describe_state_dict(sd)
+    try:
+        mapped = filter_fn(sd, model)
+        model.load_state_dict(mapped, strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: the model is {expected}, "
+            f"but the checkpoint looks like {found}.\nDetail: {str(e)[:600]}") from e

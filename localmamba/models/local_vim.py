@@ -1,0 +1,374 @@
+"""LocalVim: the plain (ViT-like) LocalMamba family, registered in timm.
+
+Architecture (equal to the original ``VisionMamba`` with ``rms_norm``, ``residual_in_fp32``,
+``fused_add_norm``, ``final_pool_type='mean'``, ``if_abs_pos_embed``, ``bimamba_type='v2'``):
+16x16 patches (timm PatchEmbed, padded on the fly), absolute position embedding, optional class
+token in the middle of the sequence, then ``depth`` blocks of Add -> RMSNorm -> MultiDirectionMamba,
+with 2-D RoPE applied to the hidden states and the residual before every block, a final
+Add -> RMSNorm, mean pooling (or the middle class token) and a linear head.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import PatchEmbed, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import MambaBlock, MultiDirectionMamba, VisionRope
+from ..layers.rope import resize_grid_embedding
+from ._loading import load_pretrained, register_arch
+
+__all__ = ["LocalVim", "checkpoint_filter_fn"]
+
+Directions = Sequence[Sequence[str] | None] | None
+
+
+class LocalVim(nn.Module):
+    """Plain LocalMamba model. ``directions``: one tuple per layer; None (or a None entry) is a search layer."""
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 192,
+        depth: int = 20,
+        directions: Directions = None,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        rope: bool = True,
+        cls_token: str = "none",
+        pt_hw_seq_len: int = 14,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if cls_token not in ("none", "middle"):
+            raise ValueError(f"cls_token must be 'none' or 'middle', got {cls_token!r}")
+        if rope and cls_token != "none":
+            raise ValueError("RoPE with a class token is not supported (the original never combines them)")
+        if directions is None:
+            directions = [None] * depth
+        if len(directions) != depth:
+            raise ValueError(f"need one direction set per layer: got {len(directions)} for depth {depth}")
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.patch_size = patch_size
+        self.cls_token_mode = cls_token
+        self.backend = backend
+        self.directions = [None if d is None else tuple(d) for d in directions]
+
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                      embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
+        self.grid_size = tuple(self.patch_embed.grid_size)
+        n = self.grid_size[0] * self.grid_size[1]
+        self.num_prefix_tokens = 1 if cls_token == "middle" else 0
+        if cls_token == "middle":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + self.num_prefix_tokens, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.rope = VisionRope(embed_dim, self.grid_size, pt_seq_len=pt_hw_seq_len) if rope else None
+
+        dpr = [0.0] + torch.linspace(0, drop_path_rate, depth).tolist()  # the original shifts by one
+        self.layers = nn.ModuleList([
+            MambaBlock(embed_dim, MultiDirectionMamba(embed_dim, self.directions[i], d_state=d_state,
+                                                      d_conv=d_conv, expand=expand, dt_init="vim"),
+                       drop_path=dpr[i])
+            for i in range(depth)
+        ])
+        self.drop_path = nn.Identity() if drop_path_rate <= 0 else _drop_path(drop_path_rate)
+        self.norm_f = nn.RMSNorm(embed_dim, eps=1e-5)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"layers.{i}") for i in range(depth)]
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        """The original's initialisation: ViT-style for Linear/LayerNorm, then Mamba's rescaled out_proj."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        trunc_normal_(self.pos_embed, std=0.02)
+        for layer in self.layers:
+            w = layer.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            with torch.no_grad():
+                w /= math.sqrt(depth)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"} | {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    # --- forward -------------------------------------------------------------------------------
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], int | None]:
+        grid = tuple(self.patch_embed.dynamic_feat_size(x.shape[-2:]))
+        x = self.patch_embed(x)  # (B, N, C)
+        B, N, C = x.shape
+        pos = self.pos_embed
+        cls_pos = None
+        if self.num_prefix_tokens:
+            old = (self.grid_size[0] * self.grid_size[1]) // 2  # where the checkpoint's class token sits
+            pos_cls, pos_grid = pos[:, old:old + 1], torch.cat([pos[:, :old], pos[:, old + 1:]], 1)
+            pos_grid = resize_grid_embedding(pos_grid, self.grid_size, grid)  # (1, N, C)
+            cls_pos = N // 2
+            x = torch.cat([x[:, :cls_pos], self.cls_token.expand(B, -1, -1), x[:, cls_pos:]], 1)  # (B, N+1, C)
+            pos = torch.cat([pos_grid[:, :cls_pos], pos_cls, pos_grid[:, cls_pos:]], 1)
+        else:
+            pos = resize_grid_embedding(pos, self.grid_size, grid)  # (1, N, C)
+        return self.pos_drop(x + pos), grid, cls_pos
+
+    def _blocks(self, x: torch.Tensor, grid: tuple[int, int], cls_pos: int | None, take: set[int] | None = None,
+                stop: int | None = None):
+        """Run the blocks; returns (hidden, residual, {layer index: residual stream after it})."""
+        rope = self.rope.tables(grid) if self.rope is not None else None
+        hidden, residual, taken = x, None, {}
+        for i, layer in enumerate(self.layers[:stop]):
+            if rope is not None:
+                hidden = VisionRope.apply(hidden, *rope)
+                if residual is not None:
+                    residual = VisionRope.apply(residual, *rope)
+            hidden, residual = layer(hidden, residual, grid, cls_position=cls_pos, backend=self.backend)
+            if take is not None and i in take:
+                taken[i] = residual + hidden.float()
+        return hidden, residual, taken
+
+    def _final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.norm_f(residual + self.drop_path(hidden).float()).to(hidden.dtype)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> normalised tokens (B, T, C) (T includes the class token, if any)."""
+        x, grid, cls_pos = self._embed(x)
+        hidden, residual, _ = self._blocks(x, grid, cls_pos)
+        return self._final_norm(hidden, residual)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, (x.shape[1] - 1) // 2] if self.num_prefix_tokens else x.mean(1)  # middle class token, or mean (B, C)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Residual stream after chosen layers, as (B, C, H, W) maps of the patch tokens (or NLC).
+
+        ``indices``: an int n takes the last n layers, a list takes those layers. ``norm`` applies
+        the final RMSNorm to each map.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError("output_fmt must be 'NCHW' or 'NLC'")
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        B = x.shape[0]
+        x, grid, cls_pos = self._embed(x)
+        hidden, residual, taken = self._blocks(x, grid, cls_pos, take=set(take),
+                                               stop=max_index + 1 if stop_early or intermediates_only else None)
+        maps = []
+        for i in take:
+            t = taken[i]
+            if norm:
+                t = self.norm_f(t)
+            t = t.to(hidden.dtype)
+            if cls_pos is not None:
+                t = torch.cat([t[:, :cls_pos], t[:, cls_pos + 1:]], 1)
+            maps.append(t if output_fmt == "NLC" else t.transpose(1, 2).reshape(B, -1, *grid))
+        if intermediates_only:
+            return maps
+        return self._final_norm(hidden, residual), maps
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm:
+            self.norm_f = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+    # --- accounting -------------------------------------------------------------------------------
+    def flops(self, img_size: tuple[int, int] = (224, 224), paper: bool = True) -> int:
+        """Multiply-accumulates at ``img_size``, counted as the original ``VisionMamba.flops()`` does.
+
+        The paper's count (``paper=True``) charges each layer's conv1d, x_proj and dt_proj once, although
+        every direction has its own, and each direction's selective scan as 5*L*D*N + 2*L*D;
+        ``paper=False`` charges them per direction, i.e. what the model actually computes.
+        """
+        gh, gw = self.patch_embed.dynamic_feat_size(img_size)
+        p = self.patch_size
+        L = gh * gw
+        flops = 3 * p * p * self.embed_dim * L  # patch embedding conv
+        L += self.num_prefix_tokens
+        for layer in self.layers:
+            m = layer.mixer
+            K, D, N, R, C = len(m.directions), m.d_inner, m.ssm.d_state, m.dt_rank, m.d_model
+            per_dir = (L + m.d_conv - 1) * D * m.d_conv + L * D * (R + 2 * N) + L * R * D
+            flops += L * C * 2 * D  # in_proj
+            flops += per_dir * (1 if paper else K)
+            flops += K * (5 * L * D * N + 2 * L * D)  # selective scans
+            flops += 2 * D * int(D * 0.125)  # channel attention
+            flops += L * D * C + L * C  # out_proj, norm
+        return flops + self.embed_dim * (1000 if paper else max(self.num_classes, 0))
+
+
+def _drop_path(p: float) -> nn.Module:
+    from timm.layers import DropPath
+    return DropPath(p)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVim) -> dict[str, torch.Tensor]:
+    """Map an original-format LocalVim state dict (per-direction ``A_log_{k}``, ``conv1d_{k}``...) to ours.
+
+    Our layers stack the K directions (``mixer.conv1d``, ``mixer.ssm.A_logs``...), so the K
+    per-direction tensors of each layer are concatenated in direction order. Position embedding and
+    RoPE tables are resized when the model's grid differs from the checkpoint's.
+    """
+    sd = dict(state_dict)
+    if any(".mixer.ssm." in k for k in sd):  # already ours
+        out = sd
+    else:
+        out = {}
+        depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+        for i in range(depth):
+            pre = f"layers.{i}.mixer."
+            K = sum(1 for k in sd if k.startswith(pre + "A_log_"))
+
+            def cat(name: str, dim: int = 0, stack: bool = False) -> torch.Tensor:
+                ts = [sd.pop(pre + name.format(k)) for k in range(K)]
+                return torch.stack(ts, dim) if stack else torch.cat(ts, dim)
+
+            out[pre + "ssm.A_logs"] = cat("A_log_{}")
+            out[pre + "ssm.Ds"] = cat("D_{}")
+            out[pre + "conv1d.weight"] = cat("conv1d_{}.weight")
+            out[pre + "conv1d.bias"] = cat("conv1d_{}.bias")
+            out[pre + "ssm.x_proj_weight"] = cat("x_proj_{}.weight", stack=True)
+            out[pre + "ssm.dt_projs_weight"] = cat("dt_proj_{}.weight", stack=True)
+            out[pre + "ssm.dt_projs_bias"] = cat("dt_proj_{}.bias", stack=True)
+        for k, v in sd.items():
+            k = k.replace(".mixer.attn.", ".mixer.merge.attn.").replace(".mixer.multi_scan.weights", ".mixer.merge.weights")
+            out[k] = v
+    # resize position tables to the model's grid
+    if "pos_embed" in out and out["pos_embed"].shape != model.pos_embed.shape:
+        pe = out["pos_embed"]
+        n_old = pe.shape[1] - model.num_prefix_tokens
+        old = (math.isqrt(n_old),) * 2
+        if old[0] * old[1] != n_old:
+            raise ValueError(f"cannot resize a non-square pos_embed of {n_old} tokens")
+        if model.num_prefix_tokens:
+            c = n_old // 2
+            grid = resize_grid_embedding(torch.cat([pe[:, :c], pe[:, c + 1:]], 1), old, model.grid_size)
+            m = grid.shape[1] // 2
+            out["pos_embed"] = torch.cat([grid[:, :m], pe[:, c:c + 1], grid[:, m:]], 1)
+        else:
+            out["pos_embed"] = resize_grid_embedding(pe, old, model.grid_size)
+    if model.rope is not None:
+        for name in ("rope.freqs_cos", "rope.freqs_sin"):
+            if name in out and out[name].shape != getattr(model.rope, name.split(".")[1]).shape:
+                n_old = out[name].shape[0]
+                s = math.isqrt(n_old)
+                out[name] = resize_grid_embedding(out[name], (s, s), model.grid_size)
+    return out
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+_RELEASE = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
+
+
+def _cfg(url: str = "", **kwargs) -> dict:
+    return {**dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
+                   interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
+                   paper_ids="arXiv:2403.09338"), **kwargs}
+
+
+default_cfgs = generate_default_cfgs({
+    "local_vim_tiny.in1k": _cfg(_RELEASE + "local_vim_tiny.ckpt"),
+    "local_vim_tiny_middle_cls_token.in1k": _cfg(_RELEASE + "local_vim_tiny_middle_cls_token.ckpt"),
+    # The original README links LocalVim-S to local_vssm_small.ckpt, a LocalVMamba-S file: no URL here.
+    "local_vim_small.in1k": _cfg(),
+    "local_vim_tiny_search": _cfg(),
+    "vim_tiny": _cfg(),
+    "vim_small": _cfg(),
+    "local_vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+                                 mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+})
+
+#: Per-layer directions of LocalVim-T/S, found by the original search (shared by both sizes).
+LOCAL_VIM_DIRECTIONS = (
+    ("h", "v_flip", "w7", "w7_flip"), ("h_flip", "w2_flip", "w7", "w7_flip"), ("h", "h_flip", "v", "w7"),
+    ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"),
+    ("h_flip", "v", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2_flip"), ("h", "h_flip", "v", "v_flip"),
+    ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w2"), ("h", "v", "v_flip", "w2_flip"),
+    ("h", "h_flip", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2"), ("h", "h_flip", "v", "v_flip"),
+    ("h", "v", "w2", "w2_flip"), ("v", "v_flip", "w2", "w7"), ("h", "h_flip", "v", "w2"),
+    ("h", "h_flip", "w2_flip", "w7"), ("v", "v_flip", "w2", "w2_flip"),
+)
+
+#: local_vim_small as the original registry ends up with it: its file defines ``local_vim_small``
+#: twice and the second definition, (h, h_flip, w2, w2_flip) in every layer, wins.
+LOCAL_VIM_SMALL_DIRECTIONS = (("h", "h_flip", "w2", "w2_flip"),) * 20
+
+#: LocalVim-T's searched directions with w7 (half of a 14x14 grid) mapped to w4 (half of 8x8), first 12 layers.
+LOCAL_VIM_CIFAR_DIRECTIONS = tuple(tuple(d.replace("w7", "w4") for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:12])
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> LocalVim:
+    trust_pickle = kwargs.pop("trust_pickle", False)
+    depth = kwargs.get("depth", 20)
+    # four evenly spaced layers, (4, 9, 14, 19) at depth 20 as the original detection backbone
+    out_indices = kwargs.pop("out_indices", tuple(sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})))
+    model = build_model_with_cfg(LocalVim, variant, pretrained=False,
+                                 feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
+    if pretrained:
+        load_pretrained(model, checkpoint_filter_fn, trust_pickle=trust_pickle)
+    return model
+
+
+def _entry(name: str, **arch):
+    """Register ``name`` with fixed architecture arguments (user kwargs override)."""
+
+    def fn(pretrained: bool = False, **kwargs) -> LocalVim:
+        return _create(name, pretrained=pretrained, **{**arch, **kwargs})
+
+    fn.__name__ = name
+    fn.__doc__ = f"{name}: LocalVim with {', '.join(f'{k}={v!r}' for k, v in arch.items() if k != 'directions')}."
+    fn.__module__ = __name__
+    register_arch(name, family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
+                  directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
+                  search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none")
+    return register_model(fn)
+
+
+local_vim_tiny = _entry("local_vim_tiny", embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)
+local_vim_tiny_middle_cls_token = _entry("local_vim_tiny_middle_cls_token", embed_dim=192, depth=20,
+                                         directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
+local_vim_small = _entry("local_vim_small", embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
+local_vim_tiny_search = _entry("local_vim_tiny_search", embed_dim=128, depth=20, directions=None)
+vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(("h", "h_flip"),) * 20)
+vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(("h", "h_flip"),) * 20)
+local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12,
+                              num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
+vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12, num_classes=10,
+                        directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)

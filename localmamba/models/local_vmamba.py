@@ -1,0 +1,268 @@
+"""LocalVMamba: the hierarchical (VMamba-like) LocalMamba family, registered in timm.
+
+Architecture (equal to the original ``VSSM``): 4x4 patch stem (conv + LayerNorm, channels-last),
+four stages of VSS blocks (x + SS2D(LN(x)), no MLP) with PatchMerging2D between stages, then
+LayerNorm, global average pooling and a linear head.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import SS2D, PatchMerging2D, VSSBlock
+from ._loading import load_pretrained, register_arch
+
+__all__ = ["LocalVMamba", "checkpoint_filter_fn"]
+
+
+class Stem(nn.Module):
+    """Non-overlapping patch embedding to channels-last (B, H/p, W/p, C), then LayerNorm."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+
+
+class Stage(nn.Module):
+    def __init__(self, blocks: list[VSSBlock], downsample: nn.Module):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (stage output before downsampling, input of the next stage)."""
+        for block in self.blocks:
+            x = block(x, backend=backend)
+        return x, self.downsample(x)
+
+
+class LocalVMamba(nn.Module):
+    """Hierarchical LocalMamba. ``directions``: one tuple per block over all stages; None = search supernet."""
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (2, 2, 9, 2),
+        directions: Sequence[Sequence[str] | None] | None = None,
+        d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        d_conv: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if isinstance(dims, int):
+            dims = [dims * 2 ** i for i in range(len(depths))]
+        dims, depths = list(dims), list(depths)
+        if len(dims) != len(depths):
+            raise ValueError(f"dims and depths need one entry per stage, got {dims} and {depths}")
+        n_blocks = sum(depths)
+        if directions is None:
+            directions = [None] * n_blocks
+        if len(directions) != n_blocks:
+            raise ValueError(f"need one direction set per block: got {len(directions)} for {n_blocks} blocks")
+        self.num_classes = num_classes
+        self.dims = dims
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.backend = backend
+        self.directions = [None if d is None else tuple(d) for d in directions]
+        self.patch_embed = Stem(in_chans, dims[0], patch_size)
+        dpr = torch.linspace(0, drop_path_rate, n_blocks).tolist()
+        self.layers = nn.ModuleList()
+        self.feature_info = []
+        b = 0
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            blocks = [VSSBlock(dim, SS2D(dim, self.directions[b + j], d_state=d_state, ssm_ratio=ssm_ratio,
+                                         d_conv=d_conv), drop_path=dpr[b + j]) for j in range(depth)]
+            b += depth
+            down = PatchMerging2D(dim, dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
+            self.layers.append(Stage(blocks, down))
+            self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2 ** i, module=f"layers.{i}"))
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> normalised last-stage map, channels-last (B, h, w, C)."""
+        x = self.patch_embed(x)  # (B, H/4, W/4, C0)
+        for stage in self.layers:
+            _, x = stage(x, backend=self.backend)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x.mean((1, 2)))  # (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Stage outputs (before downsampling) as NCHW (or NHWC) maps; ``norm`` normalises the last stage's."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        stages = self.layers[: max_index + 1] if stop_early or intermediates_only else self.layers
+        x = self.patch_embed(x)
+        maps = []
+        for i, stage in enumerate(stages):
+            out, x = stage(x, backend=self.backend)
+            if i in take:
+                if norm and i == len(self.layers) - 1:
+                    out = self.norm(out)
+                maps.append(out.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else out)
+        if intermediates_only:
+            return maps
+        return self.norm(x), maps
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVMamba) -> dict[str, torch.Tensor]:
+    """Map an original-format LocalVMamba (``VSSM``) state dict to ours (renames only)."""
+    out = {}
+    for k, v in state_dict.items():
+        k = (k.replace("patch_embed.0.", "patch_embed.proj.").replace("patch_embed.2.", "patch_embed.norm.")
+             .replace("classifier.norm.", "norm.").replace("classifier.head.", "head.")
+             .replace(".op.multi_scan.attn.", ".op.merge.attn.").replace(".op.multi_scan.weights", ".op.merge.weights"))
+        for name in ("x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"):
+            k = k.replace(f".op.{name}", f".op.ssm.{name}")
+        out[k] = v
+    return out
+
+
+# --- registry ----------------------------------------------------------------------------------------
+
+_RELEASE = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
+_CIFAR = dict(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+              mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+
+
+def _cfg(url: str = "", **kwargs) -> dict:
+    return {**dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                   interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
+                   paper_ids="arXiv:2403.09338"), **kwargs}
+
+
+default_cfgs = generate_default_cfgs({
+    "local_vssm_tiny": _cfg(),  # the original release says "retraining..."
+    "local_vssm_small.in1k": _cfg(_RELEASE + "local_vssm_small.ckpt"),
+    "local_vssm_tiny_search": _cfg(),
+    "local_vssm_small_search": _cfg(),
+    "vmamba_tiny": _cfg(),
+    "vmamba_small": _cfg(),
+    "local_vssm_tiny_cifar": _cfg(**_CIFAR),
+    "vmamba_tiny_cifar": _cfg(**_CIFAR),
+})
+
+#: Per-block directions found by the original search.
+LOCAL_VSSM_TINY_DIRECTIONS = (
+    ("h", "h_flip", "w7", "w7_flip"), ("h_flip", "v_flip", "w2", "w2_flip"), ("h_flip", "v_flip", "w2_flip", "w7"),
+    ("h_flip", "v", "v_flip", "w2"), ("h", "h_flip", "v_flip", "w2_flip"), ("h_flip", "v_flip", "w2", "w2_flip"),
+    ("h", "w2_flip", "w7", "w7_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "v_flip", "w7", "w7_flip"),
+    ("h_flip", "v", "w2", "w7_flip"), ("v", "v_flip", "w2", "w7_flip"), ("h", "h_flip", "v_flip", "w2_flip"),
+    ("v_flip", "w2_flip", "w7", "w7_flip"), ("h_flip", "v_flip", "w2_flip", "w7_flip"), ("h_flip", "v", "w7", "w7_flip"),
+)
+LOCAL_VSSM_SMALL_DIRECTIONS = (
+    ("h", "v", "v_flip", "w7_flip"), ("h", "h_flip", "v", "w7"), ("h_flip", "v", "v_flip", "w7"),
+    ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v_flip", "w2", "w7_flip"),
+    ("h_flip", "v", "v_flip", "w7"), ("h", "v", "v_flip", "w7"), ("h", "v", "v_flip", "w7"),
+    ("h", "v", "v_flip", "w7_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w2"),
+    ("v", "v_flip", "w2_flip", "w7"), ("h", "h_flip", "v", "w2"), ("h_flip", "v", "v_flip", "w7_flip"),
+    ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w7_flip"), ("h", "v", "v_flip", "w7_flip"),
+    ("h", "h_flip", "v_flip", "w7"), ("h_flip", "v_flip", "w2_flip", "w7"), ("h_flip", "v", "v_flip", "w7_flip"),
+    ("v", "v_flip", "w7", "w7_flip"), ("h", "v", "v_flip", "w7_flip"), ("h_flip", "v", "v_flip", "w2"),
+    ("h", "v", "v_flip", "w2_flip"), ("h", "h_flip", "v", "w7"), ("h", "h_flip", "w7", "w7_flip"),
+    ("h", "v_flip", "w2", "w2_flip"), ("h", "v_flip", "w2", "w7"), ("h", "v", "v_flip", "w7_flip"),
+    ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v_flip", "w7", "w7_flip"), ("h", "v", "w7", "w7_flip"),
+)
+VMAMBA_DIRECTIONS = ("h", "h_flip", "v", "v_flip")
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> LocalVMamba:
+    trust_pickle = kwargs.pop("trust_pickle", False)
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    model = build_model_with_cfg(LocalVMamba, variant, pretrained=False,
+                                 feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
+    if pretrained:
+        load_pretrained(model, checkpoint_filter_fn, trust_pickle=trust_pickle)
+    return model
+
+
+def _entry(name: str, **arch):
+    def fn(pretrained: bool = False, **kwargs) -> LocalVMamba:
+        return _create(name, pretrained=pretrained, **{**arch, **kwargs})
+
+    fn.__name__ = name
+    fn.__doc__ = f"{name}: LocalVMamba with dims={arch['dims']}, depths={arch['depths']}."
+    fn.__module__ = __name__
+    register_arch(name, family="local_vmamba", dims=list(arch["dims"]), depths=list(arch["depths"]),
+                  directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
+                  search=arch.get("directions") is None)
+    return register_model(fn)
+
+
+local_vssm_tiny = _entry("local_vssm_tiny", dims=(96, 192, 384, 768), depths=(2, 2, 9, 2),
+                         directions=LOCAL_VSSM_TINY_DIRECTIONS, drop_path_rate=0.2)
+local_vssm_small = _entry("local_vssm_small", dims=(96, 192, 384, 768), depths=(2, 2, 27, 2),
+                          directions=LOCAL_VSSM_SMALL_DIRECTIONS, drop_path_rate=0.2)
+local_vssm_tiny_search = _entry("local_vssm_tiny_search", dims=(32, 64, 128, 256), depths=(2, 2, 9, 2),
+                                directions=None, drop_path_rate=0.1)
+local_vssm_small_search = _entry("local_vssm_small_search", dims=(32, 64, 128, 256), depths=(2, 2, 27, 2),
+                                 directions=None, drop_path_rate=0.1)
+vmamba_tiny = _entry("vmamba_tiny", dims=(96, 192, 384, 768), depths=(2, 2, 9, 2),
+                     directions=(VMAMBA_DIRECTIONS,) * 15, drop_path_rate=0.2)
+vmamba_small = _entry("vmamba_small", dims=(96, 192, 384, 768), depths=(2, 2, 27, 2),
+                      directions=(VMAMBA_DIRECTIONS,) * 33, drop_path_rate=0.2)
+# CIFAR (32x32): patch 2 gives 16, 8, 4, 2 grids; w4 and w2 suit them as w7 and w2 suit 56..7.
+local_vssm_tiny_cifar = _entry("local_vssm_tiny_cifar", img_size=32, patch_size=2, num_classes=10,
+                               dims=(48, 96, 192, 384), depths=(2, 2, 6, 2), drop_path_rate=0.1,
+                               directions=tuple(tuple(d.replace("w7", "w4") for d in ds)
+                                                for ds in LOCAL_VSSM_TINY_DIRECTIONS[:4] + LOCAL_VSSM_TINY_DIRECTIONS[-8:]))
+vmamba_tiny_cifar = _entry("vmamba_tiny_cifar", img_size=32, patch_size=2, num_classes=10, dims=(48, 96, 192, 384),
+                           depths=(2, 2, 6, 2), directions=(VMAMBA_DIRECTIONS,) * 12, drop_path_rate=0.1)

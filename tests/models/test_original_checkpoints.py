@@ -1,0 +1,71 @@
+"""The contract with the original code: its checkpoints load and give its logits."""
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import localmamba  # noqa: F401  (registers the models)
+from localmamba.models import CheckpointError
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original"
+NAMES = ["local_vim_small_arch", "local_vim_midcls_arch", "local_vim_search_arch",
+         "local_vssm_small_arch", "local_vssm_search_arch"]
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+
+
+def build_from_fixture(name: str, pretrained: bool = True, file=None, **extra):
+    arch = json.loads((FIXTURES / f"{name}.json").read_text())
+    # (timm drops None kwargs: a null "directions" selects the search variant instead)
+    kw = dict(num_classes=arch["num_classes"], directions=arch["directions"], backend="torch")
+    if arch["family"] == "local_vim":
+        kw.update(img_size=arch["img_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
+                  depth=arch["depth"], rope=arch["rope"], cls_token=arch["cls_token"])
+        base = "local_vim_tiny" if arch["directions"] else "local_vim_tiny_search"
+    else:
+        kw.update(dims=arch["dims"], depths=arch["depths"])
+        base = "local_vssm_tiny" if arch["directions"] else "local_vssm_tiny_search"
+    kw.update(extra)
+    model = timm.create_model(base, pretrained=pretrained,
+                              pretrained_cfg_overlay=dict(file=str(file or FIXTURES / f"{name}.ckpt")), **kw)
+    return model.eval(), arch
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_original_checkpoint_gives_original_logits(name):
+    model, arch = build_from_fixture(name)
+    assert sum(p.numel() for p in model.parameters()) == arch["params"]
+    io = torch.load(FIXTURES / f"{name}.io.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model(io["input"])
+    torch.testing.assert_close(logits, io["logits"], rtol=0, atol=1e-4)
+
+
+def test_wrong_family_is_named_in_the_error():
+    # a LocalVMamba file loaded into a LocalVim: the error says what the file looks like
+    with pytest.raises(CheckpointError, match="LocalVMamba"):
+        timm.create_model("local_vim_tiny_search", pretrained=True, num_classes=10, img_size=64, embed_dim=32, depth=2,
+                          pretrained_cfg_overlay=dict(file=str(FIXTURES / "local_vssm_small_arch.ckpt")))
+
+
+def test_pickled_objects_need_explicit_trust(tmp_path):
+    ckpt = torch.load(FIXTURES / "local_vssm_search_arch.ckpt", weights_only=True)
+    ckpt["args"] = argparse.Namespace(lr=1e-3)  # training scripts often save their args: not a tensor
+    f = tmp_path / "pickled.ckpt"
+    torch.save(ckpt, f)
+    with pytest.raises(CheckpointError, match="trust_pickle=True"):
+        build_from_fixture("local_vssm_search_arch", file=f)
+    model, _ = build_from_fixture("local_vssm_search_arch", file=f, trust_pickle=True)
+    io = torch.load(FIXTURES / "local_vssm_search_arch.io.pt", weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(io["input"]), io["logits"], rtol=0, atol=1e-4)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    f = tmp_path / "broken.ckpt"
+    f.write_bytes((FIXTURES / "local_vssm_search_arch.ckpt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        build_from_fixture("local_vssm_search_arch", file=f)
