@@ -311,6 +311,7 @@ default_cfgs = generate_default_cfgs({
     "vim_small": _cfg(),
     "local_vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
                                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "test_local_vim": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0),
     "vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
                            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
 })
@@ -370,5 +371,8 @@ vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(("h", "h_flip
 vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(("h", "h_flip"),) * 20)
 local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12,
                               num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
+# tiny variants for tests and CPU demos (timm's ``test_*`` convention)
+test_local_vim = _entry("test_local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10,
+                        directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")), pt_hw_seq_len=4)
 vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12, num_classes=10,
                         directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)

@@ -198,6 +198,7 @@ default_cfgs = generate_default_cfgs({
     "vmamba_small": _cfg(),
     "local_vssm_tiny_cifar": _cfg(**_CIFAR),
     "vmamba_tiny_cifar": _cfg(**_CIFAR),
+    "test_local_vssm": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0),
 })
 
 #: Per-block directions found by the original search.
@@ -266,3 +267,5 @@ local_vssm_tiny_cifar = _entry("local_vssm_tiny_cifar", img_size=32, patch_size=
                                                 for ds in LOCAL_VSSM_TINY_DIRECTIONS[:4] + LOCAL_VSSM_TINY_DIRECTIONS[-8:]))
 vmamba_tiny_cifar = _entry("vmamba_tiny_cifar", img_size=32, patch_size=2, num_classes=10, dims=(48, 96, 192, 384),
                            depths=(2, 2, 6, 2), directions=(VMAMBA_DIRECTIONS,) * 12, drop_path_rate=0.1)
+test_local_vssm = _entry("test_local_vssm", patch_size=2, num_classes=10, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
+                         directions=(("h", "w2"), ("v_flip", "w3"), ("h_flip", "v"), ("w2_flip", "h")), drop_path_rate=0.1)

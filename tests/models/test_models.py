@@ -1,0 +1,130 @@
+"""The timm interface of both families, on tiny registered variants."""
+import pytest
+import timm
+import torch
+
+import localmamba  # noqa: F401
+from localmamba.models import LocalVim, LocalVMamba
+
+ALL = sorted(set(timm.list_models("local_vim*") + timm.list_models("local_vssm*") + timm.list_models("vim_*")
+                 + timm.list_models("vmamba_*")))
+TINY = ["test_local_vim", "test_local_vssm"]
+
+
+def test_every_original_name_is_registered():
+    for name in ["local_vim_tiny", "local_vim_tiny_middle_cls_token", "local_vim_small", "local_vim_tiny_search",
+                 "local_vssm_tiny", "local_vssm_small", "local_vssm_tiny_search", "local_vssm_small_search",
+                 "vim_tiny", "vmamba_tiny", "local_vim_tiny_cifar", "vim_tiny_cifar"]:
+        assert name in ALL
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registered_models_build(name):
+    model = timm.create_model(name)
+    assert isinstance(model, (LocalVim, LocalVMamba))
+    assert model.pretrained_cfg["architecture"] == name
+    assert model.num_classes == model.pretrained_cfg["num_classes"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_forward_head_features_and_classifier(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model.forward_head(feats)
+        pooled = model.forward_head(feats, pre_logits=True)
+        torch.testing.assert_close(model(x), logits)
+    assert logits.shape == (2, 10) and pooled.shape == (2, model.num_features)
+    torch.testing.assert_close(model.get_classifier()(pooled), logits)
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.num_features)
+    nwd = model.no_weight_decay()
+    assert any(n.endswith("A_logs") for n in nwd) and any(n.endswith("Ds") for n in nwd)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_intermediates_and_features_only(name):
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x, indices=2)
+        only = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert len(maps) == 2 and all(m.dim() == 4 and m.shape[0] == 2 for m in maps)
+    for a, b in zip(maps, only):
+        torch.testing.assert_close(a, b)
+    net = timm.create_model(name, features_only=True).eval()
+    with torch.no_grad():
+        feats = net(x)
+    assert [f.shape[1] for f in feats] == net.feature_info.channels()
+    for f, r in zip(feats, net.feature_info.reduction()):
+        assert f.shape[-2:] == (-(-64 // r), -(-96 // r))
+
+
+def test_local_vim_intermediate_is_the_residual_stream():
+    model = timm.create_model("test_local_vim").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x, indices=[1], norm=True)
+    # the last layer's normalised residual stream is what forward_features returns
+    torch.testing.assert_close(maps[0].flatten(2).transpose(1, 2), final)
+
+
+@pytest.mark.parametrize("name,sizes", [("test_local_vim", [(40, 40), (48, 56), (33, 45)]),
+                                        ("test_local_vssm", [(40, 40), (48, 56), (30, 46)])])
+def test_other_input_sizes(name, sizes):
+    model = timm.create_model(name).eval()
+    for hw in sizes:
+        with torch.no_grad():
+            out = model(torch.randn(1, 3, *hw))
+        assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_position_tables_are_interpolated_smoothly():
+    # at a larger input the pos_embed / RoPE tables are resized, not cropped: a constant table stays constant
+    model = timm.create_model("test_local_vim", img_size=64)
+    with torch.no_grad():
+        model.pos_embed.fill_(0.5)
+    x, grid, _ = model._embed(torch.zeros(1, 3, 96, 96))
+    assert grid == (12, 12)
+    bias = model.patch_embed.proj.bias
+    torch.testing.assert_close(x[0], (bias + 0.5).expand(144, -1))
+    cos, sin = model.rope.tables((12, 12))
+    assert cos.shape == (144, 32) and torch.all(cos.abs() <= 1.05)  # bicubic overshoots a little
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_backends_agree_and_all_parameters_get_gradients(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, drop_path_rate=0.0)
+    x = torch.randn(2, 3, 32, 32)
+    outs = {}
+    for backend in ["ref", "torch"]:
+        model.backend = backend
+        model.zero_grad()
+        out = model(x)
+        out.square().mean().backward()
+        outs[backend] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(outs["ref"][0], outs["torch"][0], rtol=1e-4, atol=1e-5)
+    for n, g in outs["ref"][1].items():
+        assert g.abs().sum() > 0, f"{n} gets no gradient"
+        torch.testing.assert_close(outs["torch"][1][n], g, rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_search_supernet_weights():
+    model = timm.create_model("local_vim_tiny_search", embed_dim=32, depth=2, img_size=32, patch_size=8)
+    probs = model.layers[0].mixer.merge.probabilities()
+    assert probs.shape == (8,) and torch.allclose(probs.sum(), torch.tensor(1.0))
+    with pytest.raises(RuntimeError):
+        timm.create_model("test_local_vim").layers[0].mixer.merge.probabilities()
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ValueError, match="valid are"):
+        timm.create_model("test_local_vim", directions=(("h", "q"), ("h",)))
+    with pytest.raises(ValueError, match="one direction set per layer"):
+        timm.create_model("local_vim_tiny", depth=3)
+    with pytest.raises(ValueError, match="one direction set per block"):
+        timm.create_model("local_vssm_tiny", depths=(1, 1, 1, 1))
