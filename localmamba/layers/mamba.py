@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..scan import ORIGINAL_CANDIDATES, multi_reverse, multi_scan, scan_plan
+from ..ops import selective_scan
+from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
 from .merge import DirectionMerge
 from .ssm import DirectionalSSM
 
@@ -58,6 +59,40 @@ class MultiDirectionMamba(nn.Module):
         y = self.ssm(xs, z=z, backend=backend)  # (B, K, D, L), already gated by silu(z)
         y = multi_reverse(y.transpose(-1, -2), plan)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
+
+    def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
+                     backend: str = "auto") -> torch.Tensor:
+        """The original's formulation, same parameters: a Python loop over directions, each with its own
+        scan, conv1d, projections, selective-scan call and reverse. The oracle for :meth:`forward`, and the
+        baseline that the benchmarks compare it with."""
+        D, N, R = self.d_inner, self.ssm.d_state, self.dt_rank
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2D, T)
+        c = cls_position
+        if c is not None:
+            cls, xz = xz[..., c:c + 1], torch.cat([xz[..., :c], xz[..., c + 1:]], -1)  # (B, 2D, 1), (B, 2D, H*W)
+        outs = []
+        for k, direction in enumerate(self.directions):
+            s = local_scan(xz, direction, *grid_size)  # (B, 2D, L_k)
+            if c is not None:
+                s = torch.cat([s[..., :c], cls, s[..., c:]], -1)
+            xk, zk = s.chunk(2, dim=1)  # (B, D, L_k) each
+            L = xk.shape[-1]
+            ch = slice(k * D, (k + 1) * D)
+            xk = F.silu(F.conv1d(xk, self.conv1d.weight[ch], self.conv1d.bias[ch], padding=self.d_conv - 1,
+                                 groups=D)[..., :L])  # (B, D, L_k)
+            dt, Bk, Ck = torch.split(F.linear(xk.transpose(1, 2), self.ssm.x_proj_weight[k]), [R, N, N], dim=-1)
+            dt = F.linear(dt, self.ssm.dt_projs_weight[k]).transpose(1, 2)  # (B, D, L_k)
+            y = selective_scan(xk, dt, -torch.exp(self.ssm.A_logs[ch].float()), Bk.transpose(1, 2).contiguous(),
+                               Ck.transpose(1, 2).contiguous(), D=self.ssm.Ds[ch].float(), z=zk,
+                               delta_bias=self.ssm.dt_projs_bias[k].float(), delta_softplus=True,
+                               backend=backend)  # (B, D, L_k)
+            if c is not None:
+                yc, y = y[..., c:c + 1], torch.cat([y[..., :c], y[..., c + 1:]], -1)
+            y = local_reverse(y, direction, *grid_size)  # (B, D, H*W)
+            if c is not None:
+                y = torch.cat([y[..., :c], yc, y[..., c:]], -1)
+            outs.append(y.transpose(1, 2))  # (B, T, D)
+        return self.out_proj(self.merge(torch.stack(outs, 1)))
 
     def extra_repr(self) -> str:
         return f"directions={'search' if self.search else list(self.directions)}"

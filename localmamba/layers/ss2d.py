@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..scan import ORIGINAL_CANDIDATES, multi_reverse, multi_scan, scan_plan
+from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
 from .merge import DirectionMerge
 from .ssm import DirectionalSSM
 
@@ -53,6 +53,23 @@ class SS2D(nn.Module):
         y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
         y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
         return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, d_model)
+
+    def forward_loop(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """The original's formulation, same parameters: each direction scanned, padded and reversed in a
+        Python loop around the one selective-scan call. Oracle and benchmark baseline for :meth:`forward`."""
+        B, H, W, _ = x.shape
+        D = self.d_inner
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
+        xs = [local_scan(x, d) for d in self.directions]  # K x (B, D, L_k)
+        lengths = [t.shape[-1] for t in xs]
+        L = max(lengths)
+        xs = torch.stack([F.pad(t, (0, L - t.shape[-1])) for t in xs], 1).float()  # (B, K, D, L)
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L)
+        ys = [local_reverse(y[:, k, :, :n], d, H, W).transpose(1, 2)
+              for k, (d, n) in enumerate(zip(self.directions, lengths))]  # K x (B, H*W, D)
+        y = self.out_norm(self.merge(torch.stack(ys, 1))).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
+        return self.dropout(self.out_proj(y * F.silu(z)))
 
     def extra_repr(self) -> str:
         return f"directions={'search' if self.search else list(self.directions)}"
