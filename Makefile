@@ -20,7 +20,6 @@ $(VENV)/.installed: pyproject.toml
 # figures to figures/.
 notebooks: env
 	@mkdir -p $(OUT) figures
-	@if [ -z "$(NOTEBOOKS)" ]; then $(BIN)/python -m localmamba.demo; fi
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  $(BIN)/papermill --cwd notebooks --kernel python3 "$$nb" "$(OUT)/$$(basename $$nb)" || exit 1; \

@@ -1,0 +1,136 @@
+"""Model throughput: our stacked-direction formulation against the original's per-direction loop.
+
+    python benchmarks/bench_models.py --device cpu                        # LocalVim-T forward, batch 2
+    python benchmarks/bench_models.py --device cuda --batch-size 128      # GPU table (TF32 on)
+
+GPU rows: inference fp32 and bf16 (autocast), and a training step (forward, loss, backward, AdamW)
+under bf16 autocast, in images/s, with peak memory; for each model both formulations run in the same
+process: ``stacked`` (ours: one gather and one selective-scan call for all directions of a layer) and
+``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
+:meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
+backend (``--backend``, default auto: mamba-ssm's kernel when it imports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import localmamba  # noqa: F401
+from localmamba.layers import SS2D, MultiDirectionMamba
+from localmamba.ops import available_backends
+
+
+def set_formulation(model: torch.nn.Module, formulation: str) -> None:
+    for m in model.modules():
+        if isinstance(m, (MultiDirectionMamba, SS2D)):
+            if formulation == "loop":
+                m.forward = m.forward_loop
+            elif "forward" in m.__dict__:
+                del m.forward
+
+
+def cuda_time(fn, steps: int, warmup: int) -> float:
+    """Median seconds per call, with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:
+    model = timm.create_model(name, backend=backend).cuda()
+    set_formulation(model, formulation)
+    x = torch.randn(batch, 3, img, img, device="cuda")
+    y = torch.randint(0, model.num_classes, (batch,), device="cuda")
+    rows = []
+    model.eval()
+    for mode, dtype in (("infer fp32", None), ("infer bf16", torch.bfloat16)):
+        def step():
+            with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                model(x)
+        torch.cuda.reset_peak_memory_stats()
+        t = cuda_time(step, steps, warmup=3)
+        rows.append(dict(model=name, formulation=formulation, mode=mode, img_per_s=batch / t,
+                         peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.reset_peak_memory_stats()
+    t = cuda_time(train_step, steps, warmup=3)
+    rows.append(dict(model=name, formulation=formulation, mode="train bf16", img_per_s=batch / t,
+                     peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
+    del model, opt
+    torch.cuda.empty_cache()
+    return rows
+
+
+def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:
+    model = timm.create_model(name, backend=backend).eval()
+    set_formulation(model, formulation)
+    x = torch.randn(batch, 3, img, img)
+    times = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(steps):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    t = statistics.median(times)
+    return [dict(model=name, formulation=formulation, mode="infer fp32", seconds_per_batch=t, img_per_s=batch / t)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"])
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--json", help="write the rows here too")
+    args = ap.parse_args()
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    models = args.models or (["local_vim_tiny", "local_vssm_tiny"] if cuda else ["local_vim_tiny"])
+    batch = args.batch_size or (128 if cuda else 2)
+    steps = args.steps or (20 if cuda else 5)
+    print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, backends {available_backends()}, batch {batch}, img {args.img_size}")
+    rows = []
+    for name in models:
+        for form in args.formulations:
+            rows += (bench_cuda if cuda else bench_cpu)(name, form, batch, args.img_size, steps, args.backend)
+            for r in rows[-(3 if cuda else 1):]:
+                extra = f"{r['peak_gib']:7.2f} GiB" if cuda else f"{r['seconds_per_batch']:.3f} s/batch"
+                print(f"{r['model']:18s} {r['formulation']:8s} {r['mode']:11s} {r['img_per_s']:9.1f} img/s  {extra}",
+                      flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

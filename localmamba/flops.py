@@ -1,0 +1,64 @@
+"""Parameters and FLOPs counted the way the paper did, next to the paper's numbers.
+
+LocalVim: the original ``VisionMamba.flops()`` formula (:meth:`LocalVim.flops`). LocalVMamba: fvcore's
+counter, as the original ``VSSM.flops()``, with each selective scan charged 9*B*L*D*N + B*D*L (the rule
+of mamba-ssm issue 110) and elementwise ops ignored. fvcore is needed for LocalVMamba only
+(``pip install fvcore``; it is in the ``dev`` and ``notebooks`` extras).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+__all__ = ["PAPER", "count_params", "paper_flops"]
+
+#: name -> (parameters in M as printed by the original code, ImageNet FLOPs in G from the paper; None: not reported)
+PAPER = {
+    "local_vim_tiny": (7.99, 1.5), "local_vim_tiny_middle_cls_token": (7.99, 1.5), "local_vim_small": (27.78, 4.8),
+    "local_vim_tiny_search": (5.47, None), "local_vssm_tiny": (25.53, 5.7), "local_vssm_small": (49.75, 11.4),
+    "local_vssm_tiny_search": (4.58, None),
+}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _selective_scan_flop_jit(inputs, outputs):
+    B, D, L = inputs[0].type().sizes()
+    N = inputs[2].type().sizes()[1]
+    return 9 * B * L * D * N + B * D * L
+
+
+def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> int:
+    """FLOPs (multiply-accumulates) for one image of ``img_size``, by the paper's rules.
+
+    ``full=True`` for LocalVim also charges every direction's conv1d/x_proj/dt_proj (the paper's
+    formula charges them once per layer).
+    """
+    if hasattr(model, "flops"):
+        return model.flops((img_size, img_size), paper=not full)
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError as e:
+        raise ImportError("counting LocalVMamba FLOPs needs fvcore: pip install fvcore") from e
+    was_training = model.training
+    backends = {m: m.backend for m in model.modules() if hasattr(m, "backend")}
+    for m in backends:  # trace through the torch backend's autograd Function, which the handle below counts
+        m.backend = "torch"
+    try:
+        x = torch.randn(1, 3, img_size, img_size, device=next(model.parameters()).device)
+        fca = FlopCountAnalysis(model.eval(), (x,))
+        fca.set_op_handle("prim::PythonOp.SelectiveScanTorchFn", _selective_scan_flop_jit)
+        for op in ("aten::silu", "aten::neg", "aten::exp", "aten::flip", "aten::index_select", "aten::softplus",
+                   "aten::gelu", "aten::sigmoid", "aten::mul", "aten::add", "aten::mean", "aten::sum",
+                   "aten::softmax", "aten::pad", "aten::constant_pad_nd"):
+            fca.set_op_handle(op, None)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        with torch.no_grad():
+            return int(fca.total())
+    finally:
+        for m, b in backends.items():
+            m.backend = b
+        model.train(was_training)
