@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from ._compat import feature_take_indices
 
 from ..layers import SS2D, PatchMerging2D, VSSBlock
 from ._loading import load_pretrained, register_arch

@@ -1,6 +1,7 @@
 """The contract with the original code: its checkpoints load and give its logits."""
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import torch
 import localmamba  # noqa: F401  (registers the models)
 from localmamba.models import CheckpointError
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original"
+# ../shared beside the checkout; LOCALMAMBA_FIXTURES points elsewhere (e.g. a copy carried to a GPU machine)
+FIXTURES = Path(os.environ.get("LOCALMAMBA_FIXTURES",
+                               Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original"))
 NAMES = ["local_vim_small_arch", "local_vim_midcls_arch", "local_vim_search_arch",
          "local_vssm_small_arch", "local_vssm_search_arch"]
 
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not fou
 def build_from_fixture(name: str, pretrained: bool = True, file=None, **extra):
     arch = json.loads((FIXTURES / f"{name}.json").read_text())
     # (timm drops None kwargs: a null "directions" selects the search variant instead)
-    kw = dict(num_classes=arch["num_classes"], directions=arch["directions"], backend="torch")
+    kw = dict(num_classes=arch["num_classes"], directions=arch["directions"], backend=extra.pop("backend", "torch"))
     if arch["family"] == "local_vim":
         kw.update(img_size=arch["img_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
                   depth=arch["depth"], rope=arch["rope"], cls_token=arch["cls_token"])
@@ -41,6 +44,19 @@ def test_original_checkpoint_gives_original_logits(name):
     io = torch.load(FIXTURES / f"{name}.io.pt", weights_only=True)
     with torch.no_grad():
         logits = model(io["input"])
+    torch.testing.assert_close(logits, io["logits"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_original_checkpoint_on_cuda_kernels(name):
+    from localmamba.ops import available_backends
+    if "cuda" not in available_backends():
+        pytest.skip("needs a CUDA GPU and mamba-ssm")
+    model, _ = build_from_fixture(name, backend="cuda")
+    io = torch.load(FIXTURES / f"{name}.io.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model.cuda()(io["input"].cuda()).cpu()
     torch.testing.assert_close(logits, io["logits"], rtol=0, atol=1e-4)
 
 

@@ -1,0 +1,301 @@
+"""Triton selective scan: one program per (batch, block of channels), sequential over time.
+
+mamba-ssm's kernel runs, for each channel, a block-wide parallel scan over the sequence, state after
+state: built for long sequences. Vision sequences are short (196 tokens at 224/16) and wide (K*D = 1536
+channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) state of BLOCK_D channels in
+registers and walks the sequence step by step: b*d/BLOCK_D independent programs fill the GPU, and
+each step is one exp and a few FMAs per state.
+
+Backward: the forward recurrence is recomputed into a scratch buffer of all states (b, d, l, n), then
+the adjoint recurrence runs backwards in time. Reductions over channels (dB, dC) and over the batch
+(dA, dD, d delta_bias) are written as per-program partial sums and added up afterwards: deterministic,
+no atomics. Any input strides work (a (b, d, l) view of a (b, l, d) tensor loads coalesced).
+"""
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
+    triton = None
+
+__all__ = ["selective_scan_triton", "triton_available"]
+
+
+def triton_available() -> bool:
+    return triton is not None and torch.cuda.is_available()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _softplus(x):
+        return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+    @triton.jit
+    def _fwd_kernel(
+        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+        d, l, n, d_per_group,
+        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
+        sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the state scratch can pass 2**31 elements
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+        offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+        mask_d = offs_d < d
+        mask_dn = mask_d[:, None] & (offs_n[None, :] < n)
+        grp = offs_d // d_per_group  # (BLOCK_D,) group of each channel
+        A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask_dn, other=0.0).to(tl.float32)
+        A = A * 1.4426950408889634  # exp(x) = exp2(x * log2 e)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        u_p = u_ptr + pid_b * su_b + offs_d * su_d
+        dl_p = dl_ptr + pid_b * sdl_b + offs_d * sdl_d
+        o_p = out_ptr + pid_b * so_b + offs_d * so_d
+        B_p = B_ptr + pid_b * sB_b + grp[:, None] * sB_g + offs_n[None, :] * sB_n  # (BLOCK_D, BLOCK_N)
+        C_p = C_ptr + pid_b * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n
+        if HAS_Z:
+            z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
+        s_p = states_ptr + ((pid_b * d + offs_d[:, None]) * l) * n + offs_n[None, :]  # (b, d, l, n) scratch
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        for t in range(l):
+            u = tl.load(u_p + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
+            dt = tl.load(dl_p + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt += bias
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            Bt = tl.load(B_p + t * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
+            Ct = tl.load(C_p + t * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
+            h = tl.exp2(dt[:, None] * A) * h + (dt * u)[:, None] * Bt  # (BLOCK_D, BLOCK_N)
+            if STORE_STATES:
+                tl.store(s_p + t * n, h, mask=mask_dn)
+            y = tl.sum(h * Ct, axis=1)  # (BLOCK_D,)
+            if HAS_D:
+                y += Dv * u
+            if HAS_Z:
+                zt = tl.load(z_p + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
+                y = y * zt * tl.sigmoid(zt)
+            tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+    @triton.jit
+    def _bwd_kernel(
+        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
+        du_ptr, ddl_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,
+        d, l, n, d_per_group, n_dblocks,
+        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
+        sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_d = offs_d < d
+        mask_n = offs_n < n
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        grp = offs_d // d_per_group
+        A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask_dn, other=0.0).to(tl.float32)
+        A2 = A * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        u_p = u_ptr + pid_b * su_b + offs_d * su_d
+        dl_p = dl_ptr + pid_b * sdl_b + offs_d * sdl_d
+        do_p = dout_ptr + pid_b * sdo_b + offs_d * sdo_d
+        B_p = B_ptr + pid_b * sB_b + grp[:, None] * sB_g + offs_n[None, :] * sB_n
+        C_p = C_ptr + pid_b * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n
+        if HAS_Z:
+            z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
+        s_p = states_ptr + ((pid_b * d + offs_d[:, None]) * l) * n + offs_n[None, :]
+        # outputs: du, ddelta, dz (b, d, l) contiguous; partial sums per (b, d-block)
+        g_p = (pid_b * d + offs_d) * l  # (BLOCK_D,) row start in (b, d, l)
+        part = pid_b * n_dblocks + pid_d  # index of this program's partial sums
+        dh = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # a_{t+1} * dh_{t+1}, carried backwards
+        dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for i in range(l):
+            t = l - 1 - i
+            u = tl.load(u_p + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
+            draw = tl.load(dl_p + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                draw += bias
+            if SOFTPLUS:
+                dt = _softplus(draw)
+            else:
+                dt = draw
+            Bt = tl.load(B_p + t * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
+            Ct = tl.load(C_p + t * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
+            h = tl.load(s_p + t * n, mask=mask_dn, other=0.0)
+            h_prev = tl.load(s_p + (t - 1) * n, mask=mask_dn & (t > 0), other=0.0)
+            dout = tl.load(do_p + t * sdo_l, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zt = tl.load(z_p + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
+                sz = tl.sigmoid(zt)
+                y = tl.sum(h * Ct, axis=1)
+                if HAS_D:
+                    y += Dv * u
+                dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
+                tl.store(dz_ptr + g_p + t, dz, mask=mask_d)
+                dy = dout * zt * sz
+            else:
+                dy = dout
+            if HAS_D:
+                dD_acc += dy * u
+            # dC_t (partial over this block's channels)
+            dC_part = tl.sum(dy[:, None] * h, axis=0)  # (BLOCK_N,)
+            tl.store(dCp_ptr + (part * n + offs_n) * l + t, dC_part, mask=mask_n)
+            dh += dy[:, None] * Ct  # dh_t = C_t dy_t + a_{t+1} dh_{t+1}
+            a = tl.exp2(dt[:, None] * A2)
+            # x_t = dt * B_t * u_t
+            q = tl.sum(dh * Bt, axis=1)  # (BLOCK_D,)
+            du = dt * q
+            if HAS_D:
+                du += Dv * dy
+            tl.store(du_ptr + g_p + t, du, mask=mask_d)
+            dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
+            tl.store(dBp_ptr + (part * n + offs_n) * l + t, dB_part, mask=mask_n)
+            # a_t = exp(dt A): w = dh * a * h_{t-1}
+            w = dh * a * h_prev
+            dA_acc += w * dt[:, None]
+            ddt = u * q + tl.sum(w * A, axis=1)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(draw)
+            dbias_acc += ddt
+            tl.store(ddl_ptr + g_p + t, ddt, mask=mask_d)
+            dh = dh * a
+        tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
+        if HAS_D:
+            tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbiasp_ptr + pid_b * d + offs_d, dbias_acc, mask=mask_d)
+
+
+def _block_d(d_per_group: int) -> int:
+    """Channels per program: the largest power of two <= 64 that divides d/g, so that no program
+    straddles two groups (each program's partial dB/dC then belongs to one group)."""
+    return min(64, d_per_group & -d_per_group)
+
+
+def _strides3(x):
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+class SelectiveScanTritonFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        b, d, l = u.shape
+        n = A.shape[1]
+        B4 = B if B.dim() == 4 else B.unsqueeze(1)  # (b, g, n, l)
+        C4 = C if C.dim() == 4 else C.unsqueeze(1)
+        if B4.shape[1] != C4.shape[1]:
+            raise ValueError("the triton backend needs B and C with the same number of groups")
+        g = B4.shape[1]
+        out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+        BLOCK_D = _block_d(d // g)
+        BLOCK_N = max(2, triton.next_power_of_2(n))
+        grid = (b, triton.cdiv(d, BLOCK_D))
+        dummy = out
+        _fwd_kernel[grid](
+            u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, out, dummy,
+            d, l, n, d // g,
+            *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(out),
+            A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+            STORE_STATES=False, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+        )
+        ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias)
+        ctx.meta = (delta_softplus, B.dim() == 3, C.dim() == 3)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B4, C4, D, z, delta_bias = ctx.saved_tensors
+        softplus, B3, C3 = ctx.meta
+        b, d, l = u.shape
+        n = A.shape[1]
+        g = B4.shape[1]
+        # The backward keeps every state of a batch slice in a (bs, d, l, n) fp32 scratch: slice the
+        # batch so that the scratch stays under _SCRATCH_ELEMENTS (1 GiB).
+        bs = max(1, min(b, _SCRATCH_ELEMENTS // max(1, d * l * n)))
+        parts = [_backward_slice(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
+                                 None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
+                 for i in range(0, b, bs)]
+        du, ddelta, dA, dB, dC, dD, dz, dbias = (
+            None if p[0] is None else (torch.cat(p) if k in (0, 1, 3, 4, 6) else sum(p))
+            for k, p in enumerate(zip(*parts)))
+        dB = dB.squeeze(1) if B3 else dB
+        dC = dC.squeeze(1) if C3 else dC
+        return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B4.dtype), dC.to(C4.dtype),
+                dD.to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
+                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None)
+
+
+_SCRATCH_ELEMENTS = 2 ** 28
+
+
+def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
+    """Gradients for one batch slice: recompute all states into scratch, then the adjoint kernel."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    g = B4.shape[1]
+    f32 = torch.float32
+    BLOCK_D = _block_d(d // g)
+    BLOCK_N = max(2, triton.next_power_of_2(n))
+    nblk = triton.cdiv(d, BLOCK_D)
+    grid = (b, nblk)
+    dev = u.device
+    states = torch.empty((b, d, l, n), device=dev, dtype=f32)
+    dummy = states
+    common = (d, l, n, d // g)
+    _fwd_kernel[grid](
+        u, delta, A, B4, C4, D if D is not None else dummy, dummy,
+        delta_bias if delta_bias is not None else dummy, torch.empty((b, d, l), device=dev, dtype=f32), states,
+        *common,
+        *_strides3(u), *_strides3(delta), 0, 0, 0, d * l, l, 1,
+        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
+        HAS_D=D is not None, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+        STORE_STATES=True, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+    )
+    du = torch.empty((b, d, l), device=dev, dtype=f32)
+    ddelta = torch.empty((b, d, l), device=dev, dtype=f32)
+    dz = torch.empty((b, d, l), device=dev, dtype=f32) if z is not None else None
+    dBp = torch.empty((b, nblk, n, l), device=dev, dtype=f32)
+    dCp = torch.empty((b, nblk, n, l), device=dev, dtype=f32)
+    dAp = torch.empty((b, d, n), device=dev, dtype=f32)
+    dDp = torch.empty((b, d), device=dev, dtype=f32) if D is not None else None
+    dbp = torch.empty((b, d), device=dev, dtype=f32) if delta_bias is not None else None
+    _bwd_kernel[grid](
+        u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, dout, states,
+        du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
+        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy,
+        *common, nblk,
+        *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(dout),
+        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+    )
+    del states
+    # per-program partial sums -> gradients (programs never straddle groups, see _block_d)
+    dB = dBp.view(b, g, nblk // g, n, l).sum(2)  # (b, g, n, l)
+    dC = dCp.view(b, g, nblk // g, n, l).sum(2)
+    return (du, ddelta, dAp.sum(0), dB, dC, dDp.sum(0) if dDp is not None else None, dz,
+            dbp.sum(0) if dbp is not None else None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`."""
+    if triton is None:
+        raise RuntimeError("backend='triton' needs triton (it ships with CUDA builds of torch: pip install triton)")
+    return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
