@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "KNOWN_ARCHS"]
+__all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "register_variant",
+           "KNOWN_ARCHS"]
 
 #: name -> architecture summary, filled by the model modules as they register variants;
 #: used to say which registered model a foreign checkpoint looks like.
@@ -93,8 +94,32 @@ def _num_directions(sd: dict[str, torch.Tensor], prefix: str) -> int:
     return -1
 
 
-def register_arch(name: str, **arch) -> None:
-    KNOWN_ARCHS[name] = arch
+def register_variant(name: str, model_cls: type, filter_fn: Callable, module: str, summary: dict,
+                     out_indices: Callable[[dict], tuple], **arch) -> Callable:
+    """Register ``name`` in timm: ``model_cls(**arch)`` (user kwargs override ``arch``).
+
+    ``pretrained=True`` loads the weights named by the pretrained config through ``filter_fn``
+    (``trust_pickle=True`` lets a checkpoint hold more than tensors); ``features_only=True`` returns
+    the maps of ``out_indices(kwargs)`` unless ``out_indices`` is given. ``summary`` describes the
+    architecture for error messages about checkpoints that do not fit.
+    """
+    from timm.models import build_model_with_cfg, register_model
+
+    def fn(pretrained: bool = False, **kwargs) -> nn.Module:
+        kwargs = {**arch, **kwargs}
+        trust_pickle = kwargs.pop("trust_pickle", False)
+        indices = kwargs.pop("out_indices", None) or out_indices(kwargs)
+        model = build_model_with_cfg(model_cls, name, pretrained=False,
+                                     feature_cfg=dict(out_indices=indices, feature_cls="getter"), **kwargs)
+        if pretrained:
+            load_pretrained(model, filter_fn, trust_pickle=trust_pickle)
+        return model
+
+    fn.__name__ = name
+    fn.__module__ = module
+    fn.__doc__ = f"{name}: {model_cls.__name__}({', '.join(f'{k}={v!r}' for k, v in arch.items() if k != 'directions')})."
+    KNOWN_ARCHS[name] = summary
+    return register_model(fn)
 
 
 def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = False) -> None:

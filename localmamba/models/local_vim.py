@@ -15,12 +15,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs
 from ._compat import feature_take_indices
 
 from ..layers import MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
-from ._loading import load_pretrained, register_arch
+from ._loading import register_variant
 
 __all__ = ["LocalVim", "checkpoint_filter_fn"]
 
@@ -335,31 +335,16 @@ LOCAL_VIM_SMALL_DIRECTIONS = (("h", "h_flip", "w2", "w2_flip"),) * 20
 LOCAL_VIM_CIFAR_DIRECTIONS = tuple(tuple(d.replace("w7", "w4") for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:12])
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs) -> LocalVim:
-    trust_pickle = kwargs.pop("trust_pickle", False)
-    depth = kwargs.get("depth", 20)
-    # four evenly spaced layers, (4, 9, 14, 19) at depth 20 as the original detection backbone
-    out_indices = kwargs.pop("out_indices", tuple(sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})))
-    model = build_model_with_cfg(LocalVim, variant, pretrained=False,
-                                 feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
-    if pretrained:
-        load_pretrained(model, checkpoint_filter_fn, trust_pickle=trust_pickle)
-    return model
-
-
 def _entry(name: str, **arch):
-    """Register ``name`` with fixed architecture arguments (user kwargs override)."""
-
-    def fn(pretrained: bool = False, **kwargs) -> LocalVim:
-        return _create(name, pretrained=pretrained, **{**arch, **kwargs})
-
-    fn.__name__ = name
-    fn.__doc__ = f"{name}: LocalVim with {', '.join(f'{k}={v!r}' for k, v in arch.items() if k != 'directions')}."
-    fn.__module__ = __name__
-    register_arch(name, family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
-                  directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
-                  search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none")
-    return register_model(fn)
+    """Register a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at
+    depth 20, as the original detection backbone)."""
+    return register_variant(
+        name, LocalVim, checkpoint_filter_fn, __name__,
+        dict(family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
+             directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
+             search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none"),
+        lambda kw: tuple(sorted({max(0, round(kw.get("depth", 20) * k / 4) - 1) for k in (1, 2, 3, 4)})),
+        **arch)
 
 
 local_vim_tiny = _entry("local_vim_tiny", embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)

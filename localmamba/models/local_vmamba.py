@@ -11,11 +11,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs
 from ._compat import feature_take_indices
 
 from ..layers import SS2D, PatchMerging2D, VSSBlock
-from ._loading import load_pretrained, register_arch
+from ._loading import register_variant
 
 __all__ = ["LocalVMamba", "checkpoint_filter_fn"]
 
@@ -225,27 +225,14 @@ LOCAL_VSSM_SMALL_DIRECTIONS = (
 VMAMBA_DIRECTIONS = ("h", "h_flip", "v", "v_flip")
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs) -> LocalVMamba:
-    trust_pickle = kwargs.pop("trust_pickle", False)
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    model = build_model_with_cfg(LocalVMamba, variant, pretrained=False,
-                                 feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
-    if pretrained:
-        load_pretrained(model, checkpoint_filter_fn, trust_pickle=trust_pickle)
-    return model
-
-
 def _entry(name: str, **arch):
-    def fn(pretrained: bool = False, **kwargs) -> LocalVMamba:
-        return _create(name, pretrained=pretrained, **{**arch, **kwargs})
-
-    fn.__name__ = name
-    fn.__doc__ = f"{name}: LocalVMamba with dims={arch['dims']}, depths={arch['depths']}."
-    fn.__module__ = __name__
-    register_arch(name, family="local_vmamba", dims=list(arch["dims"]), depths=list(arch["depths"]),
-                  directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
-                  search=arch.get("directions") is None)
-    return register_model(fn)
+    """Register a LocalVMamba variant; features_only takes the four stages."""
+    return register_variant(
+        name, LocalVMamba, checkpoint_filter_fn, __name__,
+        dict(family="local_vmamba", dims=list(arch["dims"]), depths=list(arch["depths"]),
+             directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
+             search=arch.get("directions") is None),
+        lambda kw: (0, 1, 2, 3), **arch)
 
 
 local_vssm_tiny = _entry("local_vssm_tiny", dims=(96, 192, 384, 768), depths=(2, 2, 9, 2),
