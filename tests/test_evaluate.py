@@ -1,0 +1,86 @@
+"""Evaluation entry point on checkpoints of a tiny training run, and the notebook plots."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from localmamba import evaluate as E
+from localmamba import train as T
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    cfg = T.Config(model="test_vit", img_size=32, dataset="fake", fake_train_size=256, fake_val_size=64,
+                   epochs=1, batch_size=16, lr=2e-3, lr_base_size=0, warmup_epochs=0, workers=0,
+                   max_steps_per_epoch=6, output=str(out), progress=False, device="cpu", threads=1, ema=True,
+                   mixup=0, cutmix=0, aa=None)
+    summary = T.train(cfg)
+    return out, summary
+
+
+def test_engine_checkpoint_reproduces_training_metrics(run):
+    out, summary = run
+    res = E.evaluate(out / "last.pth", device="cpu", workers=0)
+    assert res["kind"] == "engine" and res["n"] == 64
+    assert res["top1"] == pytest.approx(summary["last_top1"], abs=1e-6)
+    assert res["loss"] == pytest.approx(summary["last_val_loss"], rel=1e-4)
+    ema = E.evaluate(out / "last.pth", device="cpu", workers=0, use_ema=True)
+    rows = E.load_metrics(out)
+    assert ema["top1"] == pytest.approx(rows[-1]["ema_top1"], abs=1e-6)
+    best = E.evaluate(out / "best.pth", device="cpu", workers=0, use_ema=True)
+    assert best["top1"] == pytest.approx(rows[-1]["ema_top1"], abs=1e-6)
+
+
+def test_plain_state_dict_and_original_format(run, tmp_path):
+    out, summary = run
+    sd = torch.load(out / "last.pth", weights_only=True)["model"]
+    plain, original = tmp_path / "plain.pth", tmp_path / "original.pth"
+    torch.save(sd, plain)
+    torch.save({"model": sd}, original)  # the original LocalMamba layout, read through timm's pretrained path
+    kw = dict(dataset="fake", img_size=32, device="cpu", workers=0)
+    with pytest.raises(ValueError, match="give the model name"):
+        E.evaluate(plain, **kw)
+    results = []
+    for path, kind in ((plain, "state_dict"), (original, "original")):
+        net, info = E.load_model(path, "test_vit", img_size=32)
+        assert info["kind"] == kind
+        assert all(torch.equal(v, sd[k]) for k, v in net.state_dict().items())
+        results.append(E.evaluate(path, "test_vit", **kw))
+    assert results[0]["top1"] == results[1]["top1"] and results[0]["n"] == 200  # fake's default val size
+
+
+def test_cli_prints_json(run, capsys):
+    out, summary = run
+    res = E.main(["--checkpoint", str(out / "best.pth"), "--device", "cpu", "--workers", "0", "--json"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["top1"] == res["top1"] and set(printed) >= {"top1", "top5", "loss", "n"}
+
+
+def test_checkpoint_errors(run, tmp_path):
+    out, _ = run
+    with pytest.raises(T.CheckpointError, match="holds a 'test_vit' model"):
+        E.load_model(out / "last.pth", "resnet10t")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes((out / "last.pth").read_bytes()[:1000])
+    with pytest.raises(T.CheckpointError, match="truncated or corrupt"):
+        E.evaluate(bad, "test_vit", dataset="fake")
+
+
+def test_confusion_matrix_and_plots(run, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out, _ = run
+    cm = E.confusion_matrix([0, 1, 1, 2], [0, 1, 2, 2], 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    res = E.evaluate(out / "best.pth", device="cpu", workers=0, return_predictions=True)
+    assert res["logits"].shape == (64, 10)
+    cm = E.confusion_matrix(res["logits"].argmax(1), res["labels"], 10)
+    assert cm.sum() == 64 and np.trace(cm) / 64 * 100 == pytest.approx(res["top1"])
+    E.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
+    E.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
+    E.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
+                       path=tmp_path / "pred.png")
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("curves.png", "cm.png", "pred.png"))
