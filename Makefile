@@ -22,7 +22,7 @@ notebooks: env
 	@mkdir -p $(OUT) figures
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
-	  $(BIN)/papermill --cwd notebooks --kernel python3 "$$nb" "$(OUT)/$$(basename $$nb)" || exit 1; \
+	  $(BIN)/papermill --cwd notebooks --kernel python3 --execution-timeout 1800 "$$nb" "$(OUT)/$$(basename $$nb)" || exit 1; \
 	done
 	@echo "executed notebooks in $(OUT); figures in figures/"
 

@@ -1,4 +1,5 @@
-"""Measurements behind the notebooks: scan locality, padding cost, impulse responses, backend timings.
+"""Measurements behind the notebooks: scan locality, padding cost, impulse responses, backend timings,
+model size and cost, direction-merge gates, effective receptive fields.
 
 Everything here returns plain numbers, numpy arrays or pandas DataFrames; the plots that show them
 live in :mod:`localmamba.viz`.
@@ -12,12 +13,15 @@ directions sees each pair at the smallest distance over its directions.
 """
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from .models import model_from_arch  # noqa: F401  (re-exported for notebook 03)
 from .scan import parse_direction, scan_length, scan_order
 
 __all__ = [
@@ -25,6 +29,8 @@ __all__ = [
     "neighbour_distance_stats", "neighbourhood_span",
     "neighbourhood_span_stats", "padding_overhead", "padding_overhead_table",
     "zoh_discretize", "impulse_response", "compare_backends", "time_backends",
+    "model_summary", "MergeGates", "merge_gates", "gate_summary", "effective_receptive_field", "erf_stats",
+    "model_from_arch", "top_k",
 ]
 
 def _as_set(directions) -> tuple[str, ...]:
@@ -368,3 +374,256 @@ def _time_jobs(jobs, b, d, n, repeat, warmup, backward, dtype, progress) -> list
                      "ms_min": 1e3 * min(times), "tokens_per_s": b * l / (ms / 1e3),
                      "threads": torch.get_num_threads()})
     return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Models: size and cost, direction merges, effective receptive fields, checkpoints
+# --------------------------------------------------------------------------------------------------
+
+def model_summary(names: Sequence[str], img_size: int = 224, flops: bool | Iterable[str] = True,
+                  progress: bool = True) -> "pd.DataFrame":
+    """Build each registered model ``name`` (random weights) and tabulate its size and cost next to
+    the paper's numbers (:data:`localmamba.flops.PAPER`).
+
+    Columns: ``family``, ``layers`` (LocalVim layers or LocalVMamba blocks), ``directions/layer``
+    (K; 'search' for a supernet over the 8 candidates), ``params (M)``, ``paper params (M)``,
+    ``FLOPs (G)`` (:func:`localmamba.flops.paper_flops` at ``img_size``) and ``paper FLOPs (G)``.
+    ``flops`` is True (count all), False (none) or the names to count: LocalVMamba FLOPs go through
+    fvcore, which traces a full forward pass (minutes on a laptop CPU at 224); LocalVim's come from a
+    formula and are instant. Uncounted or unreported values are NaN.
+    """
+    import pandas as pd
+    import timm
+    from tqdm.auto import tqdm
+
+    from . import models  # noqa: F401  (registers the models in timm)
+    from .flops import PAPER, count_params, paper_flops
+
+    names = list(names)
+    count = set(names) if flops is True else set() if flops is False else set(flops)
+    rows = []
+    for name in tqdm(names, desc="building models", disable=not progress):
+        model = timm.create_model(name)
+        sets = list(model.directions)  # one entry per layer (LocalVim) or block (LocalVMamba); None = search
+        ks = {"search" if d is None else len(d) for d in sets}
+        paper_params, paper_gflops = PAPER.get(name, (None, None))
+        rows.append({
+            "model": name,
+            "family": type(model).__name__,
+            "layers": len(sets),
+            "directions/layer": ks.pop() if len(ks) == 1 else "/".join(map(str, sorted(ks, key=str))),
+            "params (M)": count_params(model) / 1e6,
+            "paper params (M)": float("nan") if paper_params is None else paper_params,
+            "FLOPs (G)": paper_flops(model, img_size) / 1e9 if name in count else float("nan"),
+            "paper FLOPs (G)": float("nan") if paper_gflops is None else paper_gflops,
+        })
+        del model
+    return pd.DataFrame(rows).set_index("model")
+
+
+@dataclass
+class MergeGates:
+    """The channel-attention gates of one layer's direction merge, for a batch of inputs.
+
+    ``gates`` (B, K, C): the gate sigmoid(...) that multiplies direction k's output, channel c, before
+    the sum over directions (:meth:`localmamba.layers.ChannelAttention.gate`); one per image, shared by
+    all tokens. ``directions``: the K directions, in the merge's order.
+    """
+    layer: str
+    directions: tuple[str, ...]
+    gates: np.ndarray
+
+    def mean(self) -> np.ndarray:
+        """Gates averaged over the batch: (K, C)."""
+        return self.gates.mean(0)
+
+
+def merge_gates(model: torch.nn.Module, images: torch.Tensor) -> list[MergeGates]:
+    """Run ``model`` on ``images`` (B, 3, H, W) once and return the merge gates of every layer.
+
+    A forward hook on each :class:`localmamba.layers.DirectionMerge` captures its input, the K
+    directions' outputs already reversed to token order (B, K, T, C), and evaluates the merge's
+    channel attention gate on it. Works for LocalVim (``layers.i.mixer.merge``) and LocalVMamba
+    (``layers.s.blocks.j.op.merge``), search supernets included.
+    """
+    from .layers import DirectionMerge
+
+    modules = dict(model.named_modules())
+    captured: list[MergeGates] = []
+    handles = []
+    for name, module in modules.items():
+        if not isinstance(module, DirectionMerge):
+            continue
+        parent = modules[name.rsplit(".", 1)[0]] if "." in name else model
+        directions = tuple(getattr(parent, "directions", tuple(f"dir{k}" for k in range(module.num_directions))))
+        layer = name.rsplit(".", 1)[0]
+
+        def hook(mod, inputs, output, layer=layer, directions=directions):
+            xs = inputs[0]  # (B, K, T, C)
+            gate = mod.attn.gate(xs.float()).squeeze(-2)  # (B, K, C)
+            captured.append(MergeGates(layer, directions, gate.detach().cpu().numpy()))
+
+        handles.append(module.register_forward_hook(hook))
+    if not handles:
+        raise ValueError(f"{type(model).__name__} has no DirectionMerge layer")
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return captured
+
+
+def gate_summary(gates: Sequence[MergeGates]) -> "pd.DataFrame":
+    """One row per (layer, direction) of :func:`merge_gates`: statistics of that direction's gates over
+    channels and images. Columns: ``layer``, ``index`` (layer position), ``slot`` (k), ``direction``,
+    ``mean``, ``std``, ``min``, ``max``, ``top share`` (share of the layer's channels for which this
+    direction has the largest gate)."""
+    import pandas as pd
+
+    rows = []
+    for i, g in enumerate(gates):
+        mean = g.mean()  # (K, C)
+        best = np.bincount(mean.argmax(0), minlength=mean.shape[0]) / mean.shape[1]  # (K,)
+        for k, d in enumerate(g.directions):
+            v = g.gates[:, k]  # (B, C)
+            rows.append({"layer": g.layer, "index": i, "slot": k, "direction": d, "mean": float(v.mean()),
+                         "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
+                         "top share": float(best[k])})
+    return pd.DataFrame(rows)
+
+
+def _token_grid(model: torch.nn.Module, images: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:
+    if out.dim() == 4:  # channels-last map (B, h, w, C)
+        return int(out.shape[1]), int(out.shape[2])
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and hasattr(pe, "dynamic_feat_size"):
+        return tuple(int(s) for s in pe.dynamic_feat_size(images.shape[-2:]))
+    n = out.shape[1] - getattr(model, "num_prefix_tokens", 0)
+    s = math.isqrt(n)
+    if s * s != n:
+        raise ValueError(f"cannot infer the token grid of {n} tokens; pass token as an index")
+    return s, s
+
+
+def _select_token(model: torch.nn.Module, out: torch.Tensor, grid: tuple[int, int], token) -> torch.Tensor:
+    """The features (B, C) of one patch token of ``forward_features`` output (B, T, C) or (B, h, w, C)."""
+    H, W = grid
+    if token is None:
+        i, j = H // 2, W // 2
+    elif isinstance(token, int):
+        if not 0 <= token < H * W:
+            raise ValueError(f"token index must be in [0, {H * W}), got {token}")
+        i, j = divmod(token, W)
+    else:
+        i, j = (int(t) for t in token)
+        if not (0 <= i < H and 0 <= j < W):
+            raise ValueError(f"token (row, col) must lie in the {H}x{W} grid, got {(i, j)}")
+    if out.dim() == 4:
+        return out[:, i, j]  # (B, C)
+    p = i * W + j
+    if getattr(model, "num_prefix_tokens", 0):  # the middle class token sits at index H*W // 2
+        p += int(p >= (H * W) // 2)
+    return out[:, p]  # (B, C)
+
+
+def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor, token=None, batch_size: int = 4,
+                              progress: bool = True) -> np.ndarray:
+    """Effective receptive field of one output token: mean over ``images`` of |d y / d x|, (H, W).
+
+    y is the sum of the ReLU'd features of token ``token`` of ``model.forward_features`` (the central
+    token (H//2, W//2) of the token grid when None; an int is a row-major patch index, a pair a
+    (row, col)), as in RepLKNet's and VMamba's ERF plots; x are the input pixels; |grad| is summed over
+    the colour channels and averaged over the images (N, 3, H, W). The model runs in eval mode with its
+    parameters frozen (both restored afterwards); images are processed ``batch_size`` at a time.
+    """
+    from tqdm.auto import tqdm
+
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    try:
+        model.eval()
+        batches = images.split(batch_size)
+        for batch in tqdm(batches, desc="ERF", disable=not progress or len(batches) < 2):
+            x = batch.detach().clone().float().requires_grad_(True)
+            with torch.enable_grad():
+                out = model.forward_features(x)  # (B, T, C) or (B, h, w, C)
+                y = _select_token(model, out, _token_grid(model, x, out), token)  # (B, C)
+                (grad,) = torch.autograd.grad(y.float().relu().sum(), x)  # (B, 3, H, W)
+            total += grad.abs().sum((0, 1)).double()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    return (total / images.shape[0]).numpy()
+
+
+def erf_stats(erfs, thresholds: Sequence[float] = (0.2, 0.5, 0.9), patch: int | None = None,
+              token: tuple[int, int] | None = None) -> "pd.DataFrame":
+    """Spread of effective receptive fields (from :func:`effective_receptive_field`), one row each.
+
+    ``erfs``: one (H, W) map or a mapping label -> map. Columns: ``sigma_x`` and ``sigma_y`` (the
+    standard deviation, in pixels, of the |grad| mass along x and y about its centroid: wide = far
+    reaching; sigma_x > sigma_y = elongated along rows), and ``area@t`` for each threshold t: the side of
+    the smallest square centred on the peak that holds a share t of the mass, as a share of the image
+    area (RepLKNet's 'high-contribution area ratio'; larger = more spread out). With ``patch`` (the
+    patch size in pixels), ``outside own patch`` is the share of the mass outside the pixels of the
+    output token itself (``token`` (row, col) of the token grid; default the central one), i.e. what
+    the token gathers from elsewhere.
+    """
+    import pandas as pd
+
+    if isinstance(erfs, np.ndarray):
+        erfs = {"erf": erfs}
+    rows = []
+    for label, m in erfs.items():
+        m = np.asarray(m, dtype=np.float64)
+        if m.ndim != 2 or m.sum() <= 0:
+            raise ValueError(f"{label}: need a non-zero (H, W) map, got shape {m.shape}")
+        H, W = m.shape
+        w = m / m.sum()
+        ys, xs = np.arange(H), np.arange(W)
+        px, py = w.sum(0), w.sum(1)  # marginals along x (columns) and y (rows)
+        mx, my = (px * xs).sum(), (py * ys).sum()
+        row = {"label": label, "sigma_x": float(np.sqrt((px * (xs - mx) ** 2).sum())),
+               "sigma_y": float(np.sqrt((py * (ys - my) ** 2).sum()))}
+        ci, cj = np.unravel_index(np.argmax(m), m.shape)
+        # mass inside the square of half-side r around the peak, for every r
+        cum = np.pad(w, ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # summed-area table (H+1, W+1)
+        radii = np.arange(max(H, W))
+        i0, i1 = np.clip(ci - radii, 0, H), np.clip(ci + radii + 1, 0, H)
+        j0, j1 = np.clip(cj - radii, 0, W), np.clip(cj + radii + 1, 0, W)
+        mass = cum[i1, j1] - cum[i0, j1] - cum[i1, j0] + cum[i0, j0]  # (R,)
+        for t in thresholds:
+            r = int(np.argmax(mass >= t - 1e-12))
+            row[f"area@{t:g}"] = float((i1[r] - i0[r]) * (j1[r] - j0[r]) / (H * W))
+        if patch:
+            ti, tj = token if token is not None else (H // patch // 2, W // patch // 2)
+            own = w[ti * patch:(ti + 1) * patch, tj * patch:(tj + 1) * patch].sum()
+            row["outside own patch"] = float(1.0 - own)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("label")
+
+
+def top_k(logits: torch.Tensor, k: int = 5, labels: Sequence[str] | None = None) -> "pd.DataFrame":
+    """The k most probable classes of one image's ``logits`` (C,) or (1, C): rank, class, label, probability."""
+    import pandas as pd
+
+    logits = torch.as_tensor(logits).detach().float()
+    if logits.dim() == 2:
+        if logits.shape[0] != 1:
+            raise ValueError(f"top_k takes the logits of one image, got shape {tuple(logits.shape)}")
+        logits = logits[0]
+    probs = logits.softmax(-1)
+    p, idx = probs.topk(min(k, probs.numel()))
+    rows = [{"rank": r + 1, "class": int(i), "label": labels[int(i)] if labels is not None else f"class {int(i)}",
+             "probability": float(q)} for r, (q, i) in enumerate(zip(p, idx))]
+    return pd.DataFrame(rows).set_index("rank")

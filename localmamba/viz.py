@@ -1,4 +1,5 @@
-"""Plots shared by the notebooks: scan paths, scan locality, padding cost, impulse responses, timings.
+"""Plots shared by the notebooks: scan paths, scan locality, padding cost, impulse responses, timings,
+model size, direction-merge gates, effective receptive fields, predictions.
 
 Every ``plot_*`` function draws on a Matplotlib ``ax`` it is given (or creates a figure when it is
 not) and returns the figure or the axes, so notebooks and tests can save or inspect the result.
@@ -30,6 +31,8 @@ __all__ = [
     "plot_neighbour_distances", "plot_neighbour_distance_cdf", "plot_locality_maps",
     "plot_padding_overhead", "plot_zoh", "plot_impulse_responses", "plot_backend_timings",
     "interactive_scan_view", "save_figure",
+    "plot_model_summary", "plot_merge_gates", "plot_gate_summary", "plot_layer_merge", "figure_to_png", "interactive_layer_view",
+    "plot_erf", "plot_erf_profiles", "show_model_input", "plot_topk",
 ]
 
 PATH_CMAP = "plasma"
@@ -457,31 +460,366 @@ def plot_backend_timings(timings, ax: plt.Axes | None = None, title: str | None 
 # Widgets
 # --------------------------------------------------------------------------------------------------
 
-def interactive_scan_view(image: np.ndarray | None = None, patch: int = 16, max_grid: int = 16):
+def interactive_scan_view(image: np.ndarray | None = None, patch: int = 16, max_grid: int = 16, dpi: int = 80):
     """An ipywidgets view to pick a direction kind (h / v / wK), window size K, flip and grid size;
     it redraws :func:`plot_scan_path` (over ``image`` cut into patches when 'on image' is ticked).
 
-    Returns the ``ipywidgets.interactive`` object; display it in a notebook.
+    The drawing is a PNG in an ``ipywidgets.Image`` replaced when a control changes (see
+    :func:`interactive_layer_view` for why not ``ipywidgets.interactive``). Returns the ``VBox``.
     """
     import ipywidgets as widgets
 
-    def show(kind="w", window=2, flip=False, H=6, W=6, on_image=False):
-        direction = direction_name(kind, window, flip)
-        img = None
-        if on_image and image is not None:
-            img, _ = image_to_patches(image, (H, W), patch)
-        fig, ax = plt.subplots(figsize=(5.5, 5.5))
-        plot_scan_path(ax, direction, H, W, image=img)
-        plt.show()
+    kind = widgets.ToggleButtons(options=[("h (rows)", "h"), ("v (columns)", "v"), ("wK (windows)", "w")],
+                                 value="w", description="kind")
+    window = widgets.IntSlider(value=2, min=2, max=8, description="window K")
+    flip = widgets.Checkbox(value=False, description="_flip")
+    H = widgets.IntSlider(value=6, min=1, max=max_grid, description="grid H")
+    W = widgets.IntSlider(value=6, min=1, max=max_grid, description="grid W")
+    on_image = widgets.Checkbox(value=image is not None, description="on image", disabled=image is None)
+    picture = widgets.Image(format="png")
 
-    return widgets.interactive(
-        show,
-        kind=widgets.ToggleButtons(options=[("h (rows)", "h"), ("v (columns)", "v"), ("wK (windows)", "w")],
-                                   value="w", description="kind"),
-        window=widgets.IntSlider(value=2, min=2, max=8, description="window K"),
-        flip=widgets.Checkbox(value=False, description="_flip"),
-        H=widgets.IntSlider(value=6, min=1, max=max_grid, description="grid H"),
-        W=widgets.IntSlider(value=6, min=1, max=max_grid, description="grid W"),
-        on_image=widgets.Checkbox(value=image is not None, description="on image",
-                                  disabled=image is None),
-    )
+    def render(*_):
+        direction = direction_name(kind.value, window.value, flip.value)
+        img = None
+        if on_image.value and image is not None:
+            img, _ = image_to_patches(image, (H.value, W.value), patch)
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))
+        plot_scan_path(ax, direction, H.value, W.value, image=img)
+        picture.value = figure_to_png(fig, dpi=dpi)
+
+    for w in (kind, window, flip, H, W, on_image):
+        w.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox([kind, flip, on_image]), widgets.HBox([window, H, W]), picture])
+
+
+# --------------------------------------------------------------------------------------------------
+# Models: size and cost, direction merges, effective receptive fields, predictions
+# --------------------------------------------------------------------------------------------------
+
+def plot_model_summary(table, axes=None, title: str | None = None) -> plt.Figure:
+    """Grouped bars of :func:`localmamba.analysis.model_summary`: parameters and FLOPs, ours next to
+    the paper's (hatched), one group per model. Missing values (NaN) are left out and marked 'n/a'."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    else:
+        fig = axes[0].figure
+    x = np.arange(len(table))
+    width = 0.38
+    for ax, (ours, paper, unit) in zip(axes, [("params (M)", "paper params (M)", "parameters (millions)"),
+                                             ("FLOPs (G)", "paper FLOPs (G)", "FLOPs at 224 px (G, multiply-adds)")]):
+        a, b = table[ours].to_numpy(float), table[paper].to_numpy(float)
+        bars_a = ax.bar(x - width / 2, np.nan_to_num(a), width, label="this library", color="C0")
+        bars_b = ax.bar(x + width / 2, np.nan_to_num(b), width, label="paper", color="white", edgecolor="C1",
+                        hatch="//", lw=1.2)
+        top = np.nanmax(np.concatenate([a, b])) if np.isfinite(np.concatenate([a, b])).any() else 1.0
+        for bars, vals in ((bars_a, a), (bars_b, b)):
+            for rect, v in zip(bars, vals):
+                label = "n/a" if not np.isfinite(v) else f"{v:.3g}"
+                ax.text(rect.get_x() + rect.get_width() / 2, (0 if not np.isfinite(v) else v) + 0.01 * top, label,
+                        ha="center", va="bottom", fontsize=7, rotation=90,
+                        color="0.5" if not np.isfinite(v) else "k")
+        ax.set_xticks(x)
+        ax.set_xticklabels(table.index, rotation=30, ha="right", fontsize=9)
+        ax.set_ylabel(unit)
+        ax.set_ylim(0, top * 1.25)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=9, loc="upper left")
+        ax.set_title(unit.split(" (")[0].capitalize() if unit.startswith("p") else "FLOPs")
+    fig.suptitle(title or "Model size and cost: this library vs the paper (n/a = not counted / not reported)")
+    fig.tight_layout()
+    return fig
+
+
+def _gate_norm(gates: np.ndarray):
+    """A diverging colour scale centred on 0.5 (a gate of 0.5 = sigmoid(0), the untrained value)."""
+    half = max(float(np.abs(np.asarray(gates) - 0.5).max()), 1e-4)
+    return plt.matplotlib.colors.TwoSlopeNorm(vcenter=0.5, vmin=0.5 - half, vmax=0.5 + half)
+
+
+def _as_kc(gates) -> np.ndarray:
+    g = np.asarray(gates)
+    if g.ndim == 3:  # (B, K, C) -> mean over the batch
+        g = g.mean(0)
+    if g.ndim != 2:
+        raise ValueError(f"gates must be (K, C) or (B, K, C), got shape {g.shape}")
+    return g
+
+
+def plot_merge_gates(gates, directions: Sequence[str], sort: bool = True, axes=None,
+                     title: str | None = None) -> plt.Figure:
+    """The channel-attention gates of one layer's merge (:class:`localmamba.analysis.MergeGates`).
+
+    Left: heat map directions x channels (gates averaged over the batch); with ``sort`` the channels are
+    grouped by the direction with the largest gate and ordered by it, so a layer that prefers one
+    direction shows a wide block. Right: the distribution of each direction's gates over channels
+    (and images, for a (B, K, C) input). The colour scale is centred on 0.5, the gate of an untrained
+    merge.
+    """
+    raw = np.asarray(gates)
+    g = _as_kc(raw)  # (K, C)
+    K, C = g.shape
+    if len(directions) != K:
+        raise ValueError(f"{K} gate rows but {len(directions)} directions")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(14, 3.2 + 0.35 * K), gridspec_kw={"width_ratios": [2.4, 1]})
+    else:
+        fig = axes[0].figure
+    order = np.arange(C)
+    if sort:
+        best = g.argmax(0)  # (C,) preferred direction of each channel
+        order = np.lexsort((-g[best, np.arange(C)], best))
+    im = axes[0].imshow(g[:, order], aspect="auto", cmap="RdBu_r", norm=_gate_norm(g), interpolation="nearest")
+    axes[0].set_yticks(range(K))
+    axes[0].set_yticklabels(directions)
+    axes[0].set_xlabel("channel" + (" (grouped by the direction with the largest gate)" if sort else ""))
+    axes[0].set_ylabel("direction")
+    cb = fig.colorbar(im, ax=axes[0], fraction=0.04, pad=0.01)
+    cb.set_label("gate (0.5 = neutral)")
+    samples = raw.transpose(1, 0, 2).reshape(K, -1) if raw.ndim == 3 else g  # (K, B*C)
+    import inspect
+
+    horizontal = ({"orientation": "horizontal"} if "orientation" in inspect.signature(axes[1].violinplot).parameters
+                  else {"vert": False})  # Matplotlib >= 3.10 / older
+    parts = axes[1].violinplot([s for s in samples], positions=range(K), showmedians=True, widths=0.8, **horizontal)
+    for k, body in enumerate(parts["bodies"]):
+        body.set_facecolor(f"C{k % 10}")
+        body.set_alpha(0.6)
+    axes[1].axvline(0.5, color="0.4", ls=":", lw=1)
+    axes[1].set_yticks(range(K))
+    axes[1].set_yticklabels(directions)
+    axes[1].set_ylim(K - 0.5, -0.5)
+    axes[1].set_xlabel("gate value")
+    axes[1].set_title("distribution over channels" + (" and images" if raw.ndim == 3 else ""), fontsize=10)
+    axes[1].grid(axis="x", alpha=0.3)
+    fig.suptitle(title or f"Channel-attention gates of the merge ({K} directions x {C} channels)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gate_summary(summary, value: str = "mean", ax: plt.Axes | None = None,
+                      title: str | None = None) -> plt.Axes:
+    """Heat map layers x direction slots of :func:`localmamba.analysis.gate_summary` (``value``:
+    'mean' gate or 'top share'), each cell labelled with its direction: which scan each layer's
+    merge weights up."""
+    layers = summary.drop_duplicates("index").sort_values("index")
+    n, K = len(layers), int(summary["slot"].max()) + 1
+    grid = np.full((n, K), np.nan)
+    names = np.full((n, K), "", dtype=object)
+    for _, r in summary.iterrows():
+        grid[int(r["index"]), int(r["slot"])] = r[value]
+        names[int(r["index"]), int(r["slot"])] = r["direction"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * K + 2.5, 0.32 * n + 1.8))
+    if value == "mean":
+        norm, cmap, label = _gate_norm(grid[np.isfinite(grid)]), "RdBu_r", "mean gate (0.5 = neutral)"
+    else:
+        norm, cmap, label = plt.Normalize(0, 1), "viridis", "share of channels where this direction's gate is largest"
+    im = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm)
+    for i in range(n):
+        for k in range(K):
+            if names[i, k]:
+                ax.text(k, i, f"{names[i, k]}\n{grid[i, k]:.4f}" if n <= 24 else names[i, k], ha="center",
+                        va="center", fontsize=7 if n <= 24 else 6,
+                        path_effects=[patheffects.withStroke(linewidth=2, foreground="white")])
+    ax.set_xticks(range(K))
+    ax.set_xticklabels([f"slot {k}" for k in range(K)])
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([str(i) for i in range(n)], fontsize=7 if n > 24 else 9)
+    ax.set_ylabel("layer")
+    ax.set_xlabel("direction slot (the layer's k-th direction)")
+    cb = ax.figure.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+    cb.set_label(label)
+    ax.set_title(title or f"{value} of each direction's gates, per layer")
+    return ax
+
+
+def plot_layer_merge(directions: Sequence[str], H: int, W: int, gates=None, image: np.ndarray | None = None,
+                     title: str | None = None, panel_size: float = 3.0) -> plt.Figure:
+    """A diagram of one multi-direction layer: the K scan paths over the HxW token grid (top), each
+    direction's channel gate (middle, ``gates`` (K, C) or (B, K, C), one heat strip per direction on a
+    shared scale centred on 0.5), and the merge Σ_k gate_k ⊙ y_k -> out_proj (bottom)."""
+    from matplotlib.patches import ConnectionPatch, FancyBboxPatch
+
+    directions = list(directions)
+    K = len(directions)
+    g = None if gates is None else _as_kc(gates)
+    if g is not None and g.shape[0] != K:
+        raise ValueError(f"{g.shape[0]} gate rows but {K} directions")
+    fig = plt.figure(figsize=(panel_size * K + 1.2, panel_size + 3.4))
+    gs = fig.add_gridspec(3, K, height_ratios=[panel_size, 1.0, 0.9], hspace=0.55, wspace=0.12)
+    path_axes, gate_axes = [], []
+    norm = _gate_norm(g) if g is not None else None
+    im = None
+    for k, d in enumerate(directions):
+        ax = fig.add_subplot(gs[0, k])
+        plot_scan_path(ax, d, H, W, image=image, title=f"{d}")
+        path_axes.append(ax)
+        if k == 0:
+            ax.text(0.54, -0.22, "scan, conv1d, selective scan,\nreverse to token order", transform=ax.transAxes,
+                    fontsize=8, color="0.3", ha="left", va="center")
+        gax = fig.add_subplot(gs[1, k])
+        if g is not None:
+            C = g.shape[1]
+            cols = math.ceil(C / 4) if C > 32 else C
+            rows = math.ceil(C / cols)
+            strip = np.full(rows * cols, np.nan)
+            strip[:C] = g[k]
+            im = gax.imshow(strip.reshape(rows, cols), aspect="auto", cmap="RdBu_r", norm=norm,
+                            interpolation="nearest")
+            gax.set_xlabel(f"gate_{k}: {C} channels, mean {g[k].mean():.3f}", fontsize=9)
+        else:
+            gax.text(0.5, 0.5, "channel attention\ngate_k (C channels)", ha="center", va="center",
+                     transform=gax.transAxes, fontsize=9)
+        gax.set_xticks([])
+        gax.set_yticks([])
+        gate_axes.append(gax)
+        fig.add_artist(ConnectionPatch(xyA=(0.5, 0.0), coordsA=ax.transAxes, xyB=(0.5, 1.0), coordsB=gax.transAxes,
+                                       arrowstyle="-|>", color="0.3", lw=1.2, mutation_scale=12))
+    sax = fig.add_subplot(gs[2, :])
+    sax.set_axis_off()
+    sax.add_patch(FancyBboxPatch((0.3, 0.1), 0.4, 0.8, boxstyle="round,pad=0.02", transform=sax.transAxes,
+                                 facecolor="0.95", edgecolor="0.4"))
+    sax.text(0.5, 0.5, "Σ_k  gate_k ⊙ y_k   →   out_proj   (one output per token)", ha="center", va="center",
+             transform=sax.transAxes, fontsize=11)
+    for gax in gate_axes:
+        fig.add_artist(ConnectionPatch(xyA=(0.5, -0.45), coordsA=gax.transAxes, xyB=(0.5, 1.0), coordsB=sax.transAxes,
+                                       arrowstyle="-|>", color="0.3", lw=1.2, mutation_scale=12))
+    if im is not None:
+        cb = fig.colorbar(im, ax=gate_axes, fraction=0.02, pad=0.01)
+        cb.set_label("gate")
+    fig.suptitle(title or f"One layer: {K} scans (each with its own conv1d, x_proj, dt_proj, A, D), "
+                          "reversed to token order, gated per channel and summed", fontsize=11)
+    return fig
+
+
+def figure_to_png(fig: plt.Figure, dpi: int = 90) -> bytes:
+    """Render ``fig`` to PNG bytes and close it (for image widgets)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def interactive_layer_view(directions_per_layer: Sequence[Sequence[str]], gates: Sequence | None, H: int, W: int,
+                           image: np.ndarray | None = None, layer: int = 0, dpi: int = 80):
+    """An ipywidgets view with a layer slider that redraws :func:`plot_layer_merge` for that layer
+    (``gates``: the list from :func:`localmamba.analysis.merge_gates`, or None).
+
+    The drawing is a PNG in an ``ipywidgets.Image``, replaced when a control changes. Unlike
+    ``ipywidgets.interactive``, which prints into an Output widget, this sends no display messages from
+    callbacks, the pattern that can leave a headless executor (nbclient, papermill) waiting forever.
+    Returns the ``ipywidgets.VBox``; display it in a notebook.
+    """
+    import ipywidgets as widgets
+
+    n = len(directions_per_layer)
+    if not 0 <= layer < n:
+        raise ValueError(f"layer must be in [0, {n}), got {layer}")
+    slider = widgets.IntSlider(value=layer, min=0, max=n - 1, description="layer")
+    on_image = widgets.Checkbox(value=image is not None, description="on image", disabled=image is None)
+    picture = widgets.Image(format="png")
+
+    def render(*_):
+        k = slider.value
+        gk = None if gates is None else gates[k].gates
+        fig = plot_layer_merge(directions_per_layer[k], H, W, gates=gk, image=image if on_image.value else None,
+                               title=f"layer {k}: {', '.join(directions_per_layer[k])}")
+        picture.value = figure_to_png(fig, dpi=dpi)
+
+    slider.observe(render, names="value")
+    on_image.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox([slider, on_image]), picture])
+
+
+def plot_erf(erfs: Mapping[str, np.ndarray], patch: int | None = None, token: tuple[int, int] | None = None,
+             log: bool = True, vmin: float = 1e-4, panel_size: float = 4.2, title: str | None = None) -> plt.Figure:
+    """Effective receptive fields side by side (from :func:`localmamba.analysis.effective_receptive_field`),
+    each divided by its maximum, on a shared (log) colour scale. ``patch`` draws the token grid;
+    ``token`` (row, col) outlines the output token whose ERF it is (default: the central one)."""
+    erfs = dict(erfs)
+    n = len(erfs)
+    fig, axes = plt.subplots(1, n, figsize=(panel_size * n + 1.2, panel_size + 0.6), squeeze=False)
+    norm = plt.matplotlib.colors.LogNorm(vmin=vmin, vmax=1) if log else plt.Normalize(0, 1)
+    im = None
+    for ax, (label, m) in zip(axes[0], erfs.items()):
+        m = np.asarray(m, dtype=float)
+        rel = m / m.max() if m.max() > 0 else m
+        im = ax.imshow(np.maximum(rel, vmin) if log else rel, cmap="inferno", norm=norm, interpolation="nearest")
+        Himg, Wimg = m.shape
+        if patch:
+            for y in range(0, Himg + 1, patch):
+                ax.axhline(y - 0.5, color="white", lw=0.3, alpha=0.25)
+            for x in range(0, Wimg + 1, patch):
+                ax.axvline(x - 0.5, color="white", lw=0.3, alpha=0.25)
+            i, j = token if token is not None else (Himg // patch // 2, Wimg // patch // 2)
+            ax.add_patch(Rectangle((j * patch - 0.5, i * patch - 0.5), patch, patch, fill=False,
+                                   edgecolor="cyan", lw=1.5))
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+    cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+    cb.set_label("|d token / d pixel|, relative to the maximum" + (" (log)" if log else ""))
+    fig.suptitle(title or "Effective receptive field of the central token (cyan)", fontsize=12)
+    return fig
+
+
+def plot_erf_profiles(erfs: Mapping[str, np.ndarray], ax: plt.Axes | None = None,
+                      title: str | None = None) -> plt.Axes:
+    """Share of each ERF's mass per column (solid, along x) and per row (dashed, along y), against the
+    distance from the centre in pixels, log scale: how far the ERF reaches horizontally vs vertically."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    for k, (label, m) in enumerate(dict(erfs).items()):
+        m = np.asarray(m, dtype=float)
+        w = m / m.sum()
+        H, W = m.shape
+        ax.plot(np.arange(W) - W // 2, w.sum(0), color=f"C{k}", lw=1.8, label=f"{label}: along x (columns)")
+        ax.plot(np.arange(H) - H // 2, w.sum(1), color=f"C{k}", lw=1.8, ls="--", label=f"{label}: along y (rows)")
+    ax.set_yscale("log")
+    ax.set_xlabel("offset from the central pixel (pixels)")
+    ax.set_ylabel("share of |grad| mass (log)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "ERF profiles: horizontal (solid) vs vertical (dashed) reach")
+    return ax
+
+
+def show_model_input(x, mean: Sequence[float], std: Sequence[float], ax: plt.Axes | None = None,
+                     title: str | None = None) -> plt.Axes:
+    """Draw a normalised model input (3, H, W) as the image the model sees (x * std + mean)."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 3:
+        raise ValueError(f"x must be (C, H, W), got shape {tuple(x.shape)}")
+    img = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)  # (C, H, W)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_title(title or f"model input, {x.shape[2]}x{x.shape[1]} px")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_topk(table, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Horizontal bars of :func:`localmamba.analysis.top_k`: the k most probable classes, best on top."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 0.45 * len(table) + 1.2))
+    y = np.arange(len(table))
+    xmax = min(1.0, float(table["probability"].max()) * 1.3)
+    ax.barh(y, table["probability"], color="C2")
+    for yi, p in zip(y, table["probability"]):
+        ax.text(p + 0.01 * xmax, yi, f"{p:.1%}" if p >= 0.01 else f"{p:.2%}", va="center", fontsize=9)
+    ax.set_yticks(y)
+    ax.set_yticklabels(table["label"])
+    ax.invert_yaxis()
+    ax.set_xlim(0, xmax)
+    ax.set_xlabel("probability (softmax of the logits)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or f"Top-{len(table)} predictions")
+    return ax

@@ -1,5 +1,6 @@
 """localmamba.analysis: scan-locality measurements, padding cost, impulse responses, backend helpers."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +241,185 @@ def test_time_backends_table():
                                  backward=True, threads=1, progress=False)
     assert len(dfb) == 1 and math.isfinite(dfb["ms"].iloc[0])
     assert dfb["threads"].iloc[0] == 1 and torch.get_num_threads() == threads  # restored
+
+
+# ------------------------------------------------------------------------------------------- models
+
+FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "original"
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+
+
+def _tiny_vim(**kw):
+    import timm
+
+    import localmamba  # noqa: F401  (registers the models)
+
+    torch.manual_seed(0)
+    return timm.create_model("test_local_vim", **kw)
+
+
+def test_model_summary_table():
+    from localmamba.flops import count_params
+
+    df = analysis.model_summary(["test_local_vim", "test_local_vssm", "local_vim_tiny_search"],
+                                flops=["test_local_vim", "local_vim_tiny_search"], progress=False)
+    assert list(df.columns) == ["family", "layers", "directions/layer", "params (M)", "paper params (M)",
+                                "FLOPs (G)", "paper FLOPs (G)"]
+    assert df.loc["test_local_vim", "family"] == "LocalVim" and df.loc["test_local_vssm", "family"] == "LocalVMamba"
+    assert df.loc["test_local_vim", "layers"] == 2 and df.loc["test_local_vssm", "layers"] == 4
+    assert df.loc["test_local_vim", "directions/layer"] == 4 and df.loc["test_local_vssm", "directions/layer"] == 2
+    assert df.loc["local_vim_tiny_search", "directions/layer"] == "search"
+    assert df.loc["test_local_vim", "params (M)"] == pytest.approx(count_params(_tiny_vim()) / 1e6)
+    assert df.loc["local_vim_tiny_search", "paper params (M)"] == 5.47  # from flops.PAPER
+    assert df.loc["local_vim_tiny_search", "params (M)"] == pytest.approx(5.47, abs=0.005)
+    assert df.loc["test_local_vim", "FLOPs (G)"] > 0
+    # not counted (LocalVMamba would need fvcore) and not reported are NaN
+    assert math.isnan(df.loc["test_local_vssm", "FLOPs (G)"]) and math.isnan(df.loc["test_local_vim", "paper params (M)"])
+    none = analysis.model_summary(["test_local_vim"], flops=False, progress=False)
+    assert math.isnan(none.loc["test_local_vim", "FLOPs (G)"])
+
+
+@pytest.mark.parametrize("name", ["test_local_vim", "test_local_vssm"])
+def test_merge_gates_are_what_the_merge_applies(name):
+    import timm
+
+    from localmamba.layers import DirectionMerge
+
+    torch.manual_seed(0)
+    model = timm.create_model(name).train()
+    # make the gates depart from 0.5 so that the check below means something
+    for m in model.modules():
+        if isinstance(m, DirectionMerge):
+            torch.nn.init.normal_(m.attn.channel_select.bias, std=1.0)
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append((i[0], o)))
+             for m in model.modules() if isinstance(m, DirectionMerge)]
+    x = torch.randn(2, 3, 32, 32)
+    gates = analysis.merge_gates(model, x)
+    for h in hooks:
+        h.remove()
+    assert len(gates) == len(seen) == len(model.directions)
+    assert [g.directions for g in gates] == [tuple(d) for d in model.directions]
+    assert model.training  # mode restored
+    assert all(not m._forward_hooks for m in model.modules() if isinstance(m, DirectionMerge))  # hooks removed
+    for g, (xs, out) in zip(gates, seen):
+        B, K, T, C = xs.shape
+        assert g.gates.shape == (B, K, C) and g.mean().shape == (K, C)
+        assert ((g.gates > 0) & (g.gates < 1)).all() and g.gates.std() > 0.05
+        merged = (torch.from_numpy(g.gates)[:, :, None, :] * xs).sum(1)  # (B, T, C)
+        torch.testing.assert_close(merged, out, rtol=1e-5, atol=1e-5)
+    assert gates[0].layer in ("layers.0.mixer", "layers.0.blocks.0.op")
+    with pytest.raises(ValueError, match="no DirectionMerge"):
+        analysis.merge_gates(torch.nn.Linear(3, 3), x)
+
+
+def test_gate_summary_rows():
+    rng = np.random.default_rng(0)
+    gates = [analysis.MergeGates("a", ("h", "v", "w2"), rng.random((2, 3, 8))),
+             analysis.MergeGates("b", ("h", "h_flip"), rng.random((2, 2, 8)))]
+    df = analysis.gate_summary(gates)
+    assert len(df) == 5 and list(df["direction"]) == ["h", "v", "w2", "h", "h_flip"]
+    assert list(df["index"]) == [0, 0, 0, 1, 1] and list(df["slot"]) == [0, 1, 2, 0, 1]
+    assert df["mean"].iloc[1] == pytest.approx(gates[0].gates[:, 1].mean())
+    assert df.groupby("layer")["top share"].sum().to_numpy() == pytest.approx([1.0, 1.0])
+    assert (df["min"] <= df["mean"]).all() and (df["mean"] <= df["max"]).all()
+
+
+class _ConvFeatures(torch.nn.Module):
+    """forward_features = a 3x3 conv, channels-last: the ERF of token (i, j) is pixels i-1..i+1, j-1..j+1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward_features(self, x):
+        return self.conv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
+
+
+def test_effective_receptive_field_of_a_conv():
+    model = _ConvFeatures()
+    images = torch.randn(5, 3, 9, 9)
+    erf = analysis.effective_receptive_field(model, images, batch_size=2, progress=False)
+    assert erf.shape == (9, 9) and (erf >= 0).all()
+    support = np.argwhere(erf > 0)
+    assert support.min(0).tolist() == [3, 3] and support.max(0).tolist() == [5, 5]  # around the centre (4, 4)
+    erf = analysis.effective_receptive_field(model, images, token=(0, 8), progress=False)
+    assert np.argwhere(erf > 0).min(0).tolist() == [0, 7] and np.argwhere(erf > 0).max(0).tolist() == [1, 8]
+    erf = analysis.effective_receptive_field(model, images, token=8, progress=False)  # row-major index = (0, 8)
+    assert np.argwhere(erf > 0).max(0).tolist() == [1, 8]
+    assert all(p.requires_grad for p in model.parameters()) and model.training  # restored
+    with pytest.raises(ValueError, match="images must be"):
+        analysis.effective_receptive_field(model, images[0])
+    with pytest.raises(ValueError, match="token"):
+        analysis.effective_receptive_field(model, images, token=(9, 0), progress=False)
+
+
+@pytest.mark.parametrize("kw", [{}, {"cls_token": "middle", "rope": False}])
+def test_effective_receptive_field_peaks_on_the_token(kw):
+    model = _tiny_vim(**kw)  # 32 px, 8-px patches: a 4x4 token grid
+    images = torch.randn(2, 3, 32, 32)
+    for token, (i, j) in [(None, (2, 2)), ((0, 3), (0, 3)), (5, (1, 1))]:
+        erf = analysis.effective_receptive_field(model, images, token=token, progress=False)
+        assert erf.shape == (32, 32)
+        pi, pj = np.unravel_index(erf.argmax(), erf.shape)
+        assert (pi // 8, pj // 8) == (i, j)  # the token's own patch dominates (the residual stream)
+        own = erf[i * 8:(i + 1) * 8, j * 8:(j + 1) * 8].sum()
+        assert 0 < erf.sum() - own  # the mixers reach other patches
+
+
+def test_erf_stats():
+    H = W = 21
+    yy, xx = np.mgrid[:H, :W]
+    wide = np.exp(-((xx - 10) ** 2) / (2 * 4.0 ** 2) - ((yy - 10) ** 2) / (2 * 1.0 ** 2))  # elongated along x
+    point = np.zeros((H, W))
+    point[10, 10] = 1.0
+    df = analysis.erf_stats({"wide": wide, "point": point}, thresholds=(0.5, 0.9), patch=7)
+    assert list(df.index) == ["wide", "point"]
+    assert list(df.columns) == ["sigma_x", "sigma_y", "area@0.5", "area@0.9", "outside own patch"]
+    assert df.loc["wide", "sigma_x"] == pytest.approx(4.0, rel=0.05) and df.loc["wide", "sigma_y"] == pytest.approx(1.0, rel=0.05)
+    assert df.loc["point", "sigma_x"] == 0 and df.loc["point", "area@0.9"] == pytest.approx(1 / (H * W))
+    assert df.loc["point", "outside own patch"] == pytest.approx(0.0)  # pixel (10, 10) is in token (1, 1)
+    assert df.loc["wide", "area@0.5"] < df.loc["wide", "area@0.9"] <= 1
+    assert 0 < df.loc["wide", "outside own patch"] < 1
+    single = analysis.erf_stats(point)
+    assert list(single.index) == ["erf"] and "outside own patch" not in single
+    with pytest.raises(ValueError, match="non-zero"):
+        analysis.erf_stats(np.zeros((3, 3)))
+
+
+def test_model_from_arch_builds_both_families():
+    vim = analysis.model_from_arch(dict(family="local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2,
+                                        num_classes=10, rope=True, cls_token="none",
+                                        directions=[["h", "v"], ["w2", "h_flip"]]))
+    assert type(vim).__name__ == "LocalVim" and not vim.training and vim.directions == [("h", "v"), ("w2", "h_flip")]
+    assert vim(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    search = analysis.model_from_arch(dict(family="local_vmamba", dims=[8, 16], depths=[1, 1], num_classes=3,
+                                           directions=None))
+    assert type(search).__name__ == "LocalVMamba" and search.directions == [None, None]
+    with pytest.raises(ValueError, match="family"):
+        analysis.model_from_arch(dict(family="resnet", num_classes=3))
+
+
+@needs_fixtures
+def test_model_from_arch_loads_original_checkpoints(tmp_path):
+    import json
+
+    from localmamba.models import CheckpointError
+
+    arch = FIXTURES / "local_vim_small_arch.json"
+    model = analysis.model_from_arch(arch, FIXTURES / "local_vim_small_arch.ckpt")
+    io = torch.load(FIXTURES / "local_vim_small_arch.io.pt", weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(io["input"]), io["logits"], rtol=0, atol=1e-4)
+    with pytest.raises(CheckpointError, match="LocalVMamba"):
+        analysis.model_from_arch(json.loads(arch.read_text()), FIXTURES / "local_vssm_small_arch.ckpt")
+
+
+def test_top_k():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    df = analysis.top_k(logits, k=3, labels=["a", "b", "c", "d"])
+    assert list(df.index) == [1, 2, 3] and list(df["class"]) == [1, 3, 2] and list(df["label"]) == ["b", "d", "c"]
+    assert df["probability"].iloc[0] == pytest.approx(torch.softmax(logits[0], 0)[1].item())
+    assert list(analysis.top_k(logits[0], k=10)["label"]) == ["class 1", "class 3", "class 2", "class 0"]
+    with pytest.raises(ValueError, match="one image"):
+        analysis.top_k(torch.zeros(2, 4))

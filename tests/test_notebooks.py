@@ -17,5 +17,6 @@ def test_notebook_runs(path, tmp_path):
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs cleared"
     figures = tmp_path / "figures"
     papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters=dict(figures_dir=str(figures)),
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+                               cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                               execution_timeout=600)  # a cell that hangs fails instead of stalling CI
     assert any(figures.glob("*.png")), "a notebook saves its figures"

@@ -1,11 +1,13 @@
 """localmamba.viz: the plots the notebooks save, checked on the Agg backend."""
 import numpy as np
 import pytest
+import torch
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.text import Annotation  # noqa: E402
 
 from localmamba import analysis, viz  # noqa: E402
@@ -201,10 +203,138 @@ def test_save_figure(tmp_path):
     assert path == tmp_path / "sub" / "x.png" and path.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interactive_scan_view_builds():
+def test_interactive_scan_view_builds_and_redraws():
     widgets = pytest.importorskip("ipywidgets")
     w = viz.interactive_scan_view(np.zeros((32, 32, 3)))
-    assert isinstance(w, widgets.interactive)
-    names = {c.description for c in w.children if hasattr(c, "description")}
-    assert {"kind", "window K", "_flip", "grid H", "grid W", "on image"} <= names
-    w.kwargs_widgets[0].value = "h"  # changing a control redraws without error
+    assert isinstance(w, widgets.VBox)
+    controls = {c.description: c for box in w.children[:2] for c in box.children}
+    assert {"kind", "window K", "_flip", "grid H", "grid W", "on image"} <= set(controls)
+    picture = w.children[2]
+    before = picture.value
+    assert before[:4] == b"\x89PNG"
+    controls["kind"].value = "h"  # changing a control redraws the picture
+    assert picture.value[:4] == b"\x89PNG" and picture.value != before
+
+
+# ------------------------------------------------------------------------------------------- models
+
+def test_plot_model_summary():
+    nan = float("nan")
+    table = pd.DataFrame({"params (M)": [7.99, 25.5], "paper params (M)": [7.99, nan],
+                          "FLOPs (G)": [1.48, nan], "paper FLOPs (G)": [1.5, 5.7]},
+                         index=pd.Index(["local_vim_tiny", "local_vssm_tiny"], name="model"))
+    fig = viz.plot_model_summary(table)
+    params_ax, flops_ax = fig.axes
+    assert len(params_ax.patches) == len(flops_ax.patches) == 4  # ours + paper per model
+    assert [t.get_text() for t in params_ax.get_xticklabels()] == list(table.index)
+    assert sum(t.get_text() == "n/a" for t in params_ax.texts) == 1
+    assert sum(t.get_text() == "n/a" for t in flops_ax.texts) == 1
+    assert {"1.48", "1.5", "5.7"} <= {t.get_text() for t in flops_ax.texts}
+
+
+def _gates(K=3, C=16, B=2, seed=0):
+    return np.random.default_rng(seed).uniform(0.3, 0.7, size=(B, K, C))
+
+
+def test_plot_merge_gates_groups_channels():
+    g = _gates()
+    fig = viz.plot_merge_gates(g, ["h", "v", "w2"], title="t")
+    heat = fig.axes[0].images[0].get_array()
+    assert heat.shape == (3, 16)
+    assert np.allclose(np.sort(heat.ravel()), np.sort(g.mean(0).ravel()))
+    assert (np.diff(heat.argmax(0)) >= 0).all()  # channels grouped by their preferred direction
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["h", "v", "w2"]
+    assert fig._suptitle.get_text() == "t"
+    fig = viz.plot_merge_gates(g[0], ["h", "v", "w2"], sort=False)
+    assert np.allclose(fig.axes[0].images[0].get_array(), g[0])
+    with pytest.raises(ValueError, match="directions"):
+        viz.plot_merge_gates(g, ["h", "v"])
+
+
+def test_plot_gate_summary():
+    gates = [analysis.MergeGates(f"layers.{i}.mixer", ("h", "v", "w2"), _gates(seed=i)) for i in range(3)]
+    summary = analysis.gate_summary(gates)
+    ax = viz.plot_gate_summary(summary)
+    grid = ax.images[0].get_array()
+    assert grid.shape == (3, 3)
+    assert grid[1, 2] == pytest.approx(gates[1].gates[:, 2].mean())
+    assert sum(t.get_text().startswith("w2") for t in ax.texts) == 3
+    ax = viz.plot_gate_summary(summary, value="top share")
+    assert ax.images[0].get_array().sum() == pytest.approx(3.0)  # shares sum to 1 per layer
+
+
+def test_plot_layer_merge_diagram():
+    dirs = ["h", "v_flip", "w2", "w2_flip"]
+    g = _gates(K=4, C=64)
+    img = np.random.default_rng(0).random((32, 32, 3))
+    fig = viz.plot_layer_merge(dirs, 4, 4, gates=g, image=img, title="layer 0")
+    titled = [ax.get_title() for ax in fig.axes]
+    assert titled[:4] == dirs or [t for t in titled if t in dirs] == dirs
+    strips = [ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape == (4, 16)]
+    assert len(strips) == 4  # 64 channels in 4 rows of 16, one strip per direction
+    assert "mean" in strips[0].get_xlabel()
+    assert fig._suptitle.get_text() == "layer 0"
+    fig = viz.plot_layer_merge(dirs, 4, 4)  # the diagram without gates
+    assert any("channel attention" in t.get_text() for ax in fig.axes for t in ax.texts)
+    with pytest.raises(ValueError, match="directions"):
+        viz.plot_layer_merge(dirs[:3], 4, 4, gates=g)
+
+
+def test_figure_to_png():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    png = viz.figure_to_png(fig)
+    assert png[:4] == b"\x89PNG" and not plt.fignum_exists(fig.number)
+
+
+def test_interactive_layer_view_redraws():
+    widgets = pytest.importorskip("ipywidgets")
+    dirs = [("h", "v"), ("w2", "h_flip")]
+    gates = [analysis.MergeGates(f"layers.{i}.mixer", d, _gates(K=2, C=8, seed=i)) for i, d in enumerate(dirs)]
+    view = viz.interactive_layer_view(dirs, gates, 4, 4, image=np.zeros((32, 32, 3)))
+    assert isinstance(view, widgets.VBox)
+    (slider, on_image), picture = view.children[0].children, view.children[1]
+    assert slider.description == "layer" and slider.max == 1 and on_image.value
+    first = picture.value
+    assert bytes(first[:4]) == b"\x89PNG"
+    slider.value = 1  # changing a control redraws
+    assert picture.value != first
+    on_image.value = False
+    assert bytes(picture.value[:4]) == b"\x89PNG"
+    with pytest.raises(ValueError, match="layer"):
+        viz.interactive_layer_view(dirs, None, 4, 4, layer=2)
+
+
+def test_plot_erf_and_profiles():
+    rng = np.random.default_rng(0)
+    erfs = {"a": rng.random((16, 16)), "b": rng.random((16, 16)) * 5}
+    fig = viz.plot_erf(erfs, patch=4)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["a", "b"]
+    assert panels[1].images[0].get_array().max() == pytest.approx(1.0)  # each map relative to its maximum
+    box = [p for p in panels[0].patches if isinstance(p, Rectangle)]
+    assert len(box) == 1 and box[0].get_xy() == (2 * 4 - 0.5, 2 * 4 - 0.5)  # the central token (2, 2)
+    fig = viz.plot_erf(erfs, log=False, token=(0, 1), patch=4)
+    assert [p for p in fig.axes[0].patches][0].get_xy() == (4 - 0.5, -0.5)
+    ax = viz.plot_erf_profiles(erfs)
+    assert len(ax.lines) == 4 and ax.get_yscale() == "log"
+    assert ax.lines[0].get_ydata().sum() == pytest.approx(1.0)
+
+
+def test_show_model_input_undoes_the_normalisation():
+    img = np.random.default_rng(0).random((3, 8, 10)).astype(np.float32)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    x = (torch.from_numpy(img) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    ax = viz.show_model_input(x[None], mean, std)
+    assert np.allclose(ax.images[0].get_array(), img.transpose(1, 2, 0), atol=1e-6)
+    assert "10x8" in ax.get_title()
+    with pytest.raises(ValueError, match="x must be"):
+        viz.show_model_input(torch.zeros(2, 3, 4, 4), mean, std)
+
+
+def test_plot_topk():
+    table = analysis.top_k(torch.tensor([0.0, 3.0, 1.0, 2.0]), k=3, labels=["a", "b", "c", "d"])
+    ax = viz.plot_topk(table)
+    assert len(ax.patches) == 3
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "d", "c"]
+    assert ax.texts[0].get_text() == f"{table['probability'].iloc[0]:.1%}"

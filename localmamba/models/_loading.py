@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "register_variant",
-           "KNOWN_ARCHS"]
+           "model_from_arch", "KNOWN_ARCHS"]
 
 #: name -> architecture summary, filled by the model modules as they register variants;
 #: used to say which registered model a foreign checkpoint looks like.
@@ -149,3 +149,42 @@ def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = 
         raise CheckpointError(
             f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: the model is {expected}, "
             f"but the checkpoint looks like {found}.\nDetail: {str(e)[:600]}") from e
+
+
+def model_from_arch(arch, checkpoint=None, **kwargs) -> torch.nn.Module:
+    """Build the model an architecture description holds, optionally loading an original-format checkpoint.
+
+    ``arch``: a dict or the path of a JSON file in the fixtures' format (``family`` 'local_vim' with
+    ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``rope``, ``cls_token``; or 'local_vmamba'
+    with ``dims``, ``depths``; both with ``num_classes`` and ``directions``, null for a search supernet).
+    ``checkpoint``: a file loaded through timm (``pretrained=True`` with ``pretrained_cfg_overlay``), so
+    the checkpoint filter maps the original keys and a wrong file raises
+    :class:`localmamba.models.CheckpointError`. ``kwargs`` override the architecture (e.g. ``backend``).
+    Returns the model in eval mode.
+    """
+    import json
+    import os
+
+    import timm
+
+    if isinstance(arch, (str, os.PathLike)):
+        with open(arch) as f:
+            arch = json.load(f)
+    family = arch.get("family")
+    kw = dict(num_classes=arch["num_classes"], directions=arch.get("directions"))
+    if family == "local_vim":
+        kw.update(img_size=arch["img_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
+                  depth=arch["depth"], rope=arch["rope"], cls_token=arch["cls_token"])
+        base = "local_vim_tiny" if arch.get("directions") else "local_vim_tiny_search"
+    elif family == "local_vmamba":
+        kw.update(dims=arch["dims"], depths=arch["depths"])
+        base = "local_vssm_tiny" if arch.get("directions") else "local_vssm_tiny_search"
+    else:
+        raise ValueError(f"arch['family'] must be 'local_vim' or 'local_vmamba', got {family!r}")
+    if kw["directions"] is None:
+        del kw["directions"]  # the search variant's default
+    kw.update(kwargs)
+    if checkpoint is None:
+        return timm.create_model(base, **kw).eval()
+    return timm.create_model(base, pretrained=True, pretrained_cfg_overlay=dict(file=os.fspath(checkpoint)),
+                             **kw).eval()

@@ -9,7 +9,7 @@ import timm
 import torch
 
 import localmamba  # noqa: F401  (registers the models)
-from localmamba.models import CheckpointError
+from localmamba.models import CheckpointError, model_from_arch
 
 # ../shared beside the checkout; LOCALMAMBA_FIXTURES points elsewhere (e.g. a copy carried to a GPU machine)
 FIXTURES = Path(os.environ.get("LOCALMAMBA_FIXTURES",
@@ -20,21 +20,11 @@ NAMES = ["local_vim_small_arch", "local_vim_midcls_arch", "local_vim_search_arch
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
 
 
-def build_from_fixture(name: str, pretrained: bool = True, file=None, **extra):
+def build_from_fixture(name: str, file=None, **extra):
+    """The fixture's architecture (its JSON) with its checkpoint (or ``file``) loaded through timm."""
     arch = json.loads((FIXTURES / f"{name}.json").read_text())
-    # (timm drops None kwargs: a null "directions" selects the search variant instead)
-    kw = dict(num_classes=arch["num_classes"], directions=arch["directions"], backend=extra.pop("backend", "torch"))
-    if arch["family"] == "local_vim":
-        kw.update(img_size=arch["img_size"], patch_size=arch["patch_size"], embed_dim=arch["embed_dim"],
-                  depth=arch["depth"], rope=arch["rope"], cls_token=arch["cls_token"])
-        base = "local_vim_tiny" if arch["directions"] else "local_vim_tiny_search"
-    else:
-        kw.update(dims=arch["dims"], depths=arch["depths"])
-        base = "local_vssm_tiny" if arch["directions"] else "local_vssm_tiny_search"
-    kw.update(extra)
-    model = timm.create_model(base, pretrained=pretrained,
-                              pretrained_cfg_overlay=dict(file=str(file or FIXTURES / f"{name}.ckpt")), **kw)
-    return model.eval(), arch
+    extra.setdefault("backend", "torch")
+    return model_from_arch(arch, checkpoint=file or FIXTURES / f"{name}.ckpt", **extra), arch
 
 
 @pytest.mark.parametrize("name", NAMES)
