@@ -65,6 +65,7 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from . import distributed as dist_utils
+from .models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
 
 CHECKPOINT_FORMAT = "localmamba.train"
 CHECKPOINT_VERSION = 1
@@ -279,8 +280,6 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read or lacks what it should hold."""
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
