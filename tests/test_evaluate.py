@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from localmamba import evaluate as E
+from localmamba import viz
 from localmamba import train as T
 
 
@@ -79,8 +80,8 @@ def test_confusion_matrix_and_plots(run, tmp_path):
     assert res["logits"].shape == (64, 10)
     cm = E.confusion_matrix(res["logits"].argmax(1), res["labels"], 10)
     assert cm.sum() == 64 and np.trace(cm) / 64 * 100 == pytest.approx(res["top1"])
-    E.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
-    E.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
-    E.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
+    viz.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
+    viz.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
+    viz.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
                        path=tmp_path / "pred.png")
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("curves.png", "cm.png", "pred.png"))
