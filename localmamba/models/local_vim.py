@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import DropPath, PatchEmbed, trunc_normal_
 from timm.models import generate_default_cfgs
 from ._compat import feature_take_indices
 
@@ -83,7 +83,7 @@ class LocalVim(nn.Module):
                        drop_path=dpr[i])
             for i in range(depth)
         ])
-        self.drop_path = nn.Identity() if drop_path_rate <= 0 else _drop_path(drop_path_rate)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm_f = nn.RMSNorm(embed_dim, eps=1e-5)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -123,17 +123,11 @@ class LocalVim(nn.Module):
         grid = tuple(self.patch_embed.dynamic_feat_size(x.shape[-2:]))
         x = self.patch_embed(x)  # (B, N, C)
         B, N, C = x.shape
-        pos = self.pos_embed
+        pos = resize_pos_embed(self.pos_embed, self.grid_size, grid, self.num_prefix_tokens > 0)  # (1, T, C)
         cls_pos = None
         if self.num_prefix_tokens:
-            old = (self.grid_size[0] * self.grid_size[1]) // 2  # where the checkpoint's class token sits
-            pos_cls, pos_grid = pos[:, old:old + 1], torch.cat([pos[:, :old], pos[:, old + 1:]], 1)
-            pos_grid = resize_grid_embedding(pos_grid, self.grid_size, grid)  # (1, N, C)
             cls_pos = N // 2
             x = torch.cat([x[:, :cls_pos], self.cls_token.expand(B, -1, -1), x[:, cls_pos:]], 1)  # (B, N+1, C)
-            pos = torch.cat([pos_grid[:, :cls_pos], pos_cls, pos_grid[:, cls_pos:]], 1)
-        else:
-            pos = resize_grid_embedding(pos, self.grid_size, grid)  # (1, N, C)
         return self.pos_drop(x + pos), grid, cls_pos
 
     def _blocks(self, x: torch.Tensor, grid: tuple[int, int], cls_pos: int | None, take: set[int] | None = None,
@@ -230,9 +224,17 @@ class LocalVim(nn.Module):
         return flops + self.embed_dim * (1000 if paper else max(self.num_classes, 0))
 
 
-def _drop_path(p: float) -> nn.Module:
-    from timm.layers import DropPath
-    return DropPath(p)
+def resize_pos_embed(pe: torch.Tensor, old: tuple[int, int], new: tuple[int, int], middle_cls: bool) -> torch.Tensor:
+    """Resize (1, T, C) position embeddings from an ``old`` to a ``new`` grid (bicubic); with a middle
+    class token, its entry moves from the middle of the old sequence to the middle of the new one."""
+    if tuple(old) == tuple(new):
+        return pe
+    if not middle_cls:
+        return resize_grid_embedding(pe, old, new)
+    c = old[0] * old[1] // 2
+    grid = resize_grid_embedding(torch.cat([pe[:, :c], pe[:, c + 1:]], 1), old, new)  # (1, N', C)
+    m = grid.shape[1] // 2
+    return torch.cat([grid[:, :m], pe[:, c:c + 1], grid[:, m:]], 1)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVim) -> dict[str, torch.Tensor]:
@@ -270,16 +272,10 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVim) -
     if "pos_embed" in out and out["pos_embed"].shape != model.pos_embed.shape:
         pe = out["pos_embed"]
         n_old = pe.shape[1] - model.num_prefix_tokens
-        old = (math.isqrt(n_old),) * 2
-        if old[0] * old[1] != n_old:
+        side = math.isqrt(n_old)
+        if side * side != n_old:
             raise ValueError(f"cannot resize a non-square pos_embed of {n_old} tokens")
-        if model.num_prefix_tokens:
-            c = n_old // 2
-            grid = resize_grid_embedding(torch.cat([pe[:, :c], pe[:, c + 1:]], 1), old, model.grid_size)
-            m = grid.shape[1] // 2
-            out["pos_embed"] = torch.cat([grid[:, :m], pe[:, c:c + 1], grid[:, m:]], 1)
-        else:
-            out["pos_embed"] = resize_grid_embedding(pe, old, model.grid_size)
+        out["pos_embed"] = resize_pos_embed(pe, (side, side), model.grid_size, model.num_prefix_tokens > 0)
     if model.rope is not None:
         for name in ("rope.freqs_cos", "rope.freqs_sin"):
             if name in out and out[name].shape != getattr(model.rope, name.split(".")[1]).shape:

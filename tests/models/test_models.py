@@ -128,3 +128,18 @@ def test_bad_configuration_errors():
         timm.create_model("local_vim_tiny", depth=3)
     with pytest.raises(ValueError, match="one direction set per block"):
         timm.create_model("local_vssm_tiny", depths=(1, 1, 1, 1))
+
+
+def test_middle_class_token_model_at_other_sizes():
+    model = timm.create_model("test_local_vim", rope=False, cls_token="middle").eval()
+    with torch.no_grad():
+        for hw in [(32, 32), (48, 40)]:
+            feats = model.forward_features(torch.randn(1, 3, *hw))
+            n = -(-hw[0] // 8) * -(-hw[1] // 8)
+            assert feats.shape == (1, n + 1, 32)
+    # its pos_embed keeps the class-token entry in the middle when resized for a checkpoint
+    from localmamba.models.local_vim import resize_pos_embed
+    pe = torch.zeros(1, 17, 4)
+    pe[0, 8] = 1.0  # 4x4 grid, class token at index 8
+    out = resize_pos_embed(pe, (4, 4), (6, 6), middle_cls=True)
+    assert out.shape == (1, 37, 4) and out[0, 18].eq(1).all() and out[0, :18].abs().sum() == 0
