@@ -75,3 +75,15 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     f.write_bytes((FIXTURES / "local_vssm_search_arch.ckpt").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
         build_from_fixture("local_vssm_search_arch", file=f)
+
+
+def test_release_download_failure_is_a_clear_error(monkeypatch):
+    import timm.models._hub as hub
+
+    def offline(url, **kw):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(hub, "download_cached_file", offline)
+    with pytest.raises(CheckpointError, match="pretrained_cfg_overlay=dict\\(file=PATH\\)"):
+        timm.create_model("local_vim_tiny", pretrained=True)
+    with pytest.raises(CheckpointError, match="no released weights"):
+        timm.create_model("local_vim_small", pretrained=True)  # the original links it to a LocalVMamba-S file
