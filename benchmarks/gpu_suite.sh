@@ -13,6 +13,8 @@ time bash .gpu/build_kernels.sh || echo "!! mamba-ssm kernel build failed: timin
 python3 -m pytest -q -p no:cacheprovider tests/ops tests/models/test_original_checkpoints.py -k "cuda or original" 2>&1 | tail -8
 python3 benchmarks/bench_selective_scan.py --device cuda --json "${OUT:-/tmp}/ops_cuda.json" 2>&1 | tail -20
 python3 benchmarks/bench_models.py --device cuda --json "${OUT:-/tmp}/models_cuda.json" "$@" 2>&1 | tail -20
+python3 benchmarks/profile_models.py --device cuda --model local_vim_tiny --mode train 2>&1 | tail -32
+python3 benchmarks/bench_models.py --device cuda --backend triton --formulations stacked --json "${OUT:-/tmp}/models_triton.json" 2>&1 | tail -8
 # the CIFAR variants at their training batch (sets the epochs that fit a 10-minute call)
 python3 benchmarks/bench_models.py --device cuda --models local_vim_tiny_cifar vim_tiny_cifar --img-size 32 \
     --batch-size 512 --formulations stacked --json "${OUT:-/tmp}/models_cifar_cuda.json" 2>&1 | tail -8
