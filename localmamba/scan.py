@@ -224,6 +224,8 @@ class ScanPlan:
     gather: torch.Tensor
     reverse: torch.Tensor
     lengths: tuple[int, ...]
+    flat_gather: torch.Tensor  # (K*L,) the gather, flattened for one index_select
+    flat_reverse: torch.Tensor  # (K*T,) reverse offset by k*L: indices into the flattened (K*L) sequences
 
     @property
     def K(self) -> int:
@@ -240,10 +242,8 @@ class ScanPlan:
     def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(flat gather, flat reverse) on ``device``: gather (K*L,) into T+1, reverse (K*T,) into K*L."""
         key = ("plan", self.directions, self.H, self.W, self.cls_position)
-        offsets = torch.arange(self.K).unsqueeze(1) * self.L
-        flat_rev = (self.reverse + offsets).flatten()
-        return (_on(self.gather.flatten(), torch.device(device), key + ("g",)),
-                _on(flat_rev, torch.device(device), key + ("r",)))
+        return (_on(self.flat_gather, torch.device(device), key + ("g",)),
+                _on(self.flat_reverse, torch.device(device), key + ("r",)))
 
 
 @lru_cache(maxsize=256)
@@ -266,7 +266,10 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
         lengths.append(order.numel())
     L = max(lengths)
     gather = torch.stack([F.pad(g, (0, L - g.numel()), value=T) for g in gathers])  # (K, L)
-    return ScanPlan(tuple(directions), H, W, cls_position, gather, torch.stack(reverses), tuple(lengths))
+    reverse = torch.stack(reverses)  # (K, T)
+    flat_reverse = (reverse + torch.arange(len(directions)).unsqueeze(1) * L).flatten()
+    return ScanPlan(tuple(directions), H, W, cls_position, gather, reverse, tuple(lengths), gather.flatten(),
+                    flat_reverse)
 
 
 def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
