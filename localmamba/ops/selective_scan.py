@@ -460,7 +460,7 @@ def _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 # the entry point
 # --------------------------------------------------------------------------------------------------
 def _resolve_backend(backend: str, is_cuda: bool) -> str:
-    """Map "auto" to a concrete backend; warn once when CUDA tensors fall back to "torch"."""
+    """Map "auto" to a concrete backend; warn once when CUDA tensors cannot use mamba-ssm."""
     global _warned_fallback
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -470,14 +470,13 @@ def _resolve_backend(backend: str, is_cuda: bool) -> str:
         return "torch"
     if _mamba_selective_scan_fn() is not None:
         return "cuda"
-    if triton_available():
-        return "triton"
+    fallback = "triton" if triton_available() else "torch"
     if not _warned_fallback:
         _warned_fallback = True
-        warnings.warn("mamba-ssm is not importable, so the selective scan of CUDA tensors uses the slower "
-                      f"pure-PyTorch backend. For the fused kernel: {_CUDA_INSTALL_HINT}",
-                      RuntimeWarning, stacklevel=3)
-    return "torch"
+        what = ("this package's Triton kernel" if fallback == "triton" else "the slower pure-PyTorch backend")
+        warnings.warn(f"mamba-ssm is not importable, so the selective scan of CUDA tensors uses {what}. "
+                      f"For mamba-ssm's fused kernel: {_CUDA_INSTALL_HINT}", RuntimeWarning, stacklevel=3)
+    return fallback
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
