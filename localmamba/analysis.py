@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .models import model_from_arch  # noqa: F401  (re-exported for notebook 03)
-from .scan import parse_direction, scan_length, scan_order
+from .scan import parse_direction, scan_length, scan_positions
 
 __all__ = [
     "direction_label", "sequence_positions", "neighbour_pairs", "neighbour_distances",
@@ -54,12 +54,7 @@ def direction_label(directions) -> str:
 
 def sequence_positions(direction: str, H: int, W: int) -> np.ndarray:
     """t(p): the step at which each token is visited, as an (H, W) int array (padding included in steps)."""
-    order = scan_order(direction, H, W).numpy()  # (L,) token index per step, -1 = padding
-    steps = np.arange(order.size)
-    real = order >= 0
-    pos = np.empty(H * W, dtype=np.int64)
-    pos[order[real]] = steps[real]
-    return pos.reshape(H, W)
+    return scan_positions(direction, H, W).numpy().reshape(H, W)
 
 
 def neighbour_pairs(H: int, W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -396,7 +391,6 @@ def model_summary(names: Sequence[str], img_size: int = 224, flops: bool | Itera
     import timm
     from tqdm.auto import tqdm
 
-    from . import models  # noqa: F401  (registers the models in timm)
     from .flops import PAPER, count_params, paper_flops
 
     names = list(names)

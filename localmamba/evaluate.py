@@ -115,7 +115,7 @@ def load_model(checkpoint: str | os.PathLike, model: Optional[str] = None, *, nu
     the engine's checkpoints, ``config`` and ``classes``. ``trust_pickle`` lets the localmamba models
     read an original checkpoint that holds pickled Python objects (only for files you trust).
     """
-    from .train import CheckpointError, create_model, import_models, is_engine_checkpoint, load_checkpoint
+    from .train import CheckpointError, create_model, is_engine_checkpoint, load_checkpoint
 
     path = Path(checkpoint)
     try:
@@ -155,7 +155,6 @@ def load_model(checkpoint: str | os.PathLike, model: Optional[str] = None, *, nu
         else:  # {'model': state_dict} of the original code, or anything else timm can read
             import timm
 
-            import_models()
             if img_size is not None:
                 kwargs["img_size"] = img_size
             if num_classes is None and isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "ORIGINAL_CANDIDATES", "Direction", "parse_direction", "scan_length", "scan_order",
+    "ORIGINAL_CANDIDATES", "Direction", "parse_direction", "scan_length", "scan_order", "scan_positions",
     "local_scan", "local_reverse", "local_scan_ref", "local_reverse_ref", "ScanPlan", "scan_plan",
     "multi_scan", "multi_reverse",
 ]
@@ -114,6 +114,13 @@ def _inverse(direction: str, H: int, W: int) -> torch.Tensor:
     inv = torch.empty(H * W, dtype=torch.long)
     inv[order[real]] = pos[real]
     return inv
+
+
+def scan_positions(direction: str, H: int, W: int) -> torch.Tensor:
+    """The inverse of :func:`scan_order`: entry ``i * W + j`` is the step at which token (i, j) is
+    visited (padding steps counted), a LongTensor of length H*W."""
+    H, W = _check_grid(H, W)
+    return _inverse(direction, H, W).clone()
 
 
 _DEVICE_CACHE: dict = {}

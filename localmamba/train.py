@@ -233,18 +233,11 @@ def parse_args(argv=None) -> Config:
 # ----------------------------------------------------------------------------------------------
 # Model, RNG, checkpoints
 # ----------------------------------------------------------------------------------------------
-def import_models() -> None:
-    """Register the localmamba models in timm (tolerates their absence)."""
-    try:
-        import localmamba.models  # noqa: F401
-    except ImportError as e:
-        warnings.warn(f"localmamba.models could not be imported ({e}); only timm's own models exist")
-
-
 def create_model(name: str, num_classes: int, *, drop_path: Optional[float] = None,
                  img_size: Optional[int] = None, **kwargs) -> nn.Module:
-    """``timm.create_model`` by name; ``drop_path`` and ``img_size`` are passed only when given."""
-    import_models()
+    """``timm.create_model`` by name; ``drop_path`` and ``img_size`` are passed only when given.
+
+    The localmamba models are registered already: this module imports ``localmamba.models``."""
     if drop_path is not None:
         kwargs["drop_path_rate"] = drop_path
     if img_size is not None:
