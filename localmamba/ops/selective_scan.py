@@ -453,6 +453,11 @@ def _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     C = C if C.dtype in (f32, u.dtype) else C.to(u.dtype)
     D = D.to(f32) if D is not None else None
     delta_bias = delta_bias.to(f32) if delta_bias is not None else None
+    if delta_bias is not None and not delta_softplus:
+        # mamba-ssm's backward pads the last chunk with delta = 0 + delta_bias instead of 0, so that
+        # exp(delta*A) != 1 past the end and the gradients are wrong when l is not a multiple of the chunk
+        # (state-spaces/mamba#368; measured here on an H200, mamba-ssm 2.3.2.post1): add the bias ourselves
+        delta, delta_bias = (delta.to(f32) + delta_bias[:, None]).to(u.dtype), None  # (B, D, L)
     return fn(u, delta, A.to(f32), B, C, D, z, delta_bias, delta_softplus)
 
 
