@@ -4,7 +4,8 @@ from .mamba import MultiDirectionMamba
 from .merge import ChannelAttention, DirectionMerge
 from .rope import VisionRope
 from .ss2d import SS2D
+from .stem import ConvStem
 from .ssm import DirectionalSSM
 
 __all__ = ["MambaBlock", "PatchMerging2D", "VSSBlock", "MultiDirectionMamba", "ChannelAttention",
-           "DirectionMerge", "VisionRope", "SS2D", "DirectionalSSM"]
+           "DirectionMerge", "VisionRope", "SS2D", "DirectionalSSM", "ConvStem"]

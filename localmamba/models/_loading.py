@@ -68,7 +68,7 @@ def _infer_arch(sd: dict[str, torch.Tensor]) -> dict | None:
         return dict(family="local_vim", embed_dim=int(sd["patch_embed.proj.weight"].shape[0]),
                     depth=max(layer_ids) + 1, directions=_num_directions(sd, "layers.0.mixer."),
                     search=any(k.endswith(("multi_scan.weights", "merge.weights")) for k in sd),
-                    cls_token="cls_token" in sd)
+                    cls_token="cls_token" in sd, stem=_stem(sd))
     blocks = {(int(m.group(1)), int(m.group(2))) for k in sd if (m := re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", k))}
     if blocks:
         stages = max(s for s, _ in blocks) + 1
@@ -81,6 +81,12 @@ def _infer_arch(sd: dict[str, torch.Tensor]) -> dict | None:
                     directions=_num_directions(sd, "layers.0.blocks.0.op."),
                     search=any(k.endswith(("multi_scan.weights", "merge.weights")) for k in sd))
     return None
+
+
+def _stem(sd: dict[str, torch.Tensor]) -> str:
+    """'patch' (one strided conv, as the original) or 'N convs' (:class:`~localmamba.layers.ConvStem`)."""
+    n = sum(1 for k, v in sd.items() if k.startswith("patch_embed.convs.") and k.endswith(".weight") and v.dim() == 4)
+    return f"{n} convs" if n else "patch"
 
 
 def _num_directions(sd: dict[str, torch.Tensor], prefix: str) -> int:

@@ -5,7 +5,8 @@ Architecture (equal to the original ``VisionMamba`` with ``rms_norm``, ``residua
 16x16 patches (timm PatchEmbed, padded on the fly), absolute position embedding, optional class
 token in the middle of the sequence, then ``depth`` blocks of Add -> RMSNorm -> MultiDirectionMamba,
 with 2-D RoPE applied to the hidden states and the residual before every block, a final
-Add -> RMSNorm, mean pooling (or the middle class token) and a linear head.
+Add -> RMSNorm, mean pooling (or the middle class token) and a linear head. ``stem="conv"`` (ours,
+for the CIFAR variants) replaces the patch embedding by :class:`~localmamba.layers.ConvStem`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from timm.layers import DropPath, PatchEmbed, trunc_normal_
 from timm.models import generate_default_cfgs
 from ._compat import feature_take_indices
 
-from ..layers import MambaBlock, MultiDirectionMamba, VisionRope
+from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
 from ._loading import register_variant
 
@@ -48,8 +49,12 @@ class LocalVim(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         backend: str = "auto",
+        stem: str = "patch",
+        stem_depth: int = 1,
     ):
         super().__init__()
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' (the original's) or 'conv', got {stem!r}")
         if cls_token not in ("none", "middle"):
             raise ValueError(f"cls_token must be 'none' or 'middle', got {cls_token!r}")
         if rope and cls_token != "none":
@@ -65,8 +70,12 @@ class LocalVim(nn.Module):
         self.backend = backend
         self.directions = [None if d is None else tuple(d) for d in directions]
 
-        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                                      embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
+        if stem == "conv":
+            self.patch_embed = ConvStem(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                        embed_dim=embed_dim, depth=stem_depth)
+        else:
+            self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                          embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
         self.grid_size = tuple(self.patch_embed.grid_size)
         n = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = 1 if cls_token == "middle" else 0
@@ -210,7 +219,10 @@ class LocalVim(nn.Module):
         gh, gw = self.patch_embed.dynamic_feat_size(img_size)
         p = self.patch_size
         L = gh * gw
-        flops = 3 * p * p * self.embed_dim * L  # patch embedding conv
+        if isinstance(self.patch_embed, ConvStem):
+            flops = self.patch_embed.flops(img_size)
+        else:
+            flops = 3 * p * p * self.embed_dim * L  # patch embedding conv
         L += self.num_prefix_tokens
         for layer in self.layers:
             m = layer.mixer
@@ -305,10 +317,10 @@ default_cfgs = generate_default_cfgs({
     "local_vim_tiny_search": _cfg(),
     "vim_tiny": _cfg(),
     "vim_small": _cfg(),
-    "local_vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+    "local_vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, first_conv="patch_embed.convs.0",
                                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     "test_local_vim": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0),
-    "vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
+    "vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, first_conv="patch_embed.convs.0",
                            mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
 })
 
@@ -338,7 +350,9 @@ def _entry(name: str, **arch):
         name, LocalVim, checkpoint_filter_fn, __name__,
         dict(family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
              directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
-             search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none"),
+             search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none",
+             stem="patch" if arch.get("stem", "patch") == "patch" else
+             f"{arch.get('stem_depth', 1) * (1 + int(math.log2(arch['patch_size'])))} convs"),
         lambda kw: tuple(sorted({max(0, round(kw.get("depth", 20) * k / 4) - 1) for k in (1, 2, 3, 4)})),
         **arch)
 
@@ -350,10 +364,12 @@ local_vim_small = _entry("local_vim_small", embed_dim=384, depth=20, directions=
 local_vim_tiny_search = _entry("local_vim_tiny_search", embed_dim=128, depth=20, directions=None)
 vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(("h", "h_flip"),) * 20)
 vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(("h", "h_flip"),) * 20)
-local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12,
+# CIFAR: a conv stem to an 8x8 token grid (see layers.stem), 12 layers, the first 12 searched direction
+# sets with 4x4 windows in place of 7x7; the Vim-style twin differs in its directions alone
+local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
                               num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
 # tiny variants for tests and CPU demos (timm's ``test_*`` convention)
 test_local_vim = _entry("test_local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10,
                         directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")), pt_hw_seq_len=4)
-vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, embed_dim=192, depth=12, num_classes=10,
-                        directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)
+vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
+                        num_classes=10, directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)

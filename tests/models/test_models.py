@@ -4,7 +4,7 @@ import timm
 import torch
 
 import localmamba  # noqa: F401
-from localmamba.models import LocalVim, LocalVMamba
+from localmamba.models import CheckpointError, LocalVim, LocalVMamba
 
 ALL = sorted(set(timm.list_models("local_vim*") + timm.list_models("local_vssm*") + timm.list_models("vim_*")
                  + timm.list_models("vmamba_*")))
@@ -128,6 +128,26 @@ def test_bad_configuration_errors():
         timm.create_model("local_vim_tiny", depth=3)
     with pytest.raises(ValueError, match="one direction set per block"):
         timm.create_model("local_vssm_tiny", depths=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="stem must be"):
+        timm.create_model("test_local_vim", stem="convs")
+
+
+def test_conv_stem_model_counts_its_flops_and_checks_its_checkpoints(tmp_path):
+    """The CIFAR variants' conv stem: FLOPs charge its convolutions instead of the patch conv, and a
+    checkpoint saved with another stem depth is refused with both stems named."""
+    conv = timm.create_model("test_local_vim", stem="conv")
+    patch = timm.create_model("test_local_vim")
+    grid = conv.patch_embed.grid_size[0] * conv.patch_embed.grid_size[1]
+    assert conv.flops((32, 32)) - patch.flops((32, 32)) == conv.patch_embed.flops((32, 32)) - 3 * 64 * 32 * grid
+    path = tmp_path / "c.pth"
+    torch.save({"model": conv.state_dict()}, path)
+    again = timm.create_model("test_local_vim", stem="conv", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), conv.eval()(x))
+    with pytest.raises(CheckpointError, match="stem 8 convs.*stem 4 convs"):
+        timm.create_model("test_local_vim", stem="conv", stem_depth=2, pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(path)))
 
 
 def test_middle_class_token_model_at_other_sizes():
