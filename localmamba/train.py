@@ -85,7 +85,7 @@ class Config:
 
     # model
     model: str = _f("local_vim_tiny", "timm model name (localmamba models are registered on import)")
-    model_kwargs: dict = _f({}, "extra keyword arguments for timm.create_model, as JSON", type=json.loads)
+    model_kwargs: dict = _f({}, "extra keyword arguments for timm.create_model, as JSON (added to a config file's)", type=json.loads)
     num_classes: Optional[int] = _f(None, "classes of the head (default: the dataset's)", type=int)
     img_size: Optional[int] = _f(None, "image size; passed to the model only when given "
                                        "(default per dataset: 32 CIFAR/fake, 224 ImageNet)", type=int)
@@ -226,6 +226,9 @@ def parse_args(argv=None) -> Config:
     args = vars(build_parser().parse_args(argv))
     values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
+    if isinstance(values.get("model_kwargs"), dict) and "model_kwargs" in args:
+        # --model-kwargs adds to (and overrides keys of) the config file's, rather than replacing it
+        args["model_kwargs"] = {**values["model_kwargs"], **args["model_kwargs"]}
     values.update(args)
     return Config(**values)
 
