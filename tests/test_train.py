@@ -145,15 +145,24 @@ def test_config_file_with_command_line_overrides(tmp_path):
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.aa, cfg.lr, cfg.progress) == \
         ("test_vit", 3, 32, None, 0.01, False)
     assert cfg.model_kwargs == {"depth": 1}
+    both = T.parse_args(["--config", str(f), "--model-kwargs", '{"num_heads": 2, "depth": 2}'])
+    assert both.model_kwargs == {"depth": 2, "num_heads": 2}  # the command line adds keys and wins
     j = tmp_path / "c.json"
     j.write_text(json.dumps({"model": "x", "dataset": "fake", "bogus": 1}))
     with pytest.raises(ValueError, match="bogus"):
         T.parse_args(["--config", str(j)])
-    for name in ("cifar10_local_vim_tiny.yaml", "cifar10_vim_tiny.yaml"):
-        path = Path(__file__).parents[1] / "configs" / name
-        if path.exists():
-            c = T.parse_args(["--config", str(path)])
-            assert c.dataset == "cifar10" and c.val_split == 5000
+
+
+@pytest.mark.parametrize("tag", ["", "_stem2"])
+def test_cifar_comparison_configs_differ_in_the_model_alone(tag):
+    """The LocalVim run and its Vim-style baseline share every setting but the model's name."""
+    configs = Path(__file__).parents[1] / "configs"
+    a = T.parse_args(["--config", str(configs / f"cifar10_local_vim_tiny{tag}.yaml")])
+    b = T.parse_args(["--config", str(configs / f"cifar10_vim_tiny{tag}.yaml")])
+    assert (a.model, b.model) == ("local_vim_tiny_cifar", "vim_tiny_cifar")
+    assert a.dataset == "cifar10" and a.val_split == 5000 and a.split_seed == 0
+    same = {k: v for k, v in vars(a).items() if k not in ("model", "output")}
+    assert same == {k: v for k, v in vars(b).items() if k not in ("model", "output")}
 
 
 def test_cli_trains_on_generated_data(tmp_path):
