@@ -35,6 +35,19 @@ def set_formulation(model: torch.nn.Module, formulation: str) -> None:
                 del m.forward
 
 
+def make_train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool = True):
+    """A training step (forward, cross-entropy, backward, AdamW) under bf16 autocast, and its optimizer."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, opt
+
+
 def cuda_time(fn, steps: int, warmup: int) -> float:
     """Median seconds per call, with CUDA events."""
     for _ in range(warmup):
@@ -67,14 +80,7 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
         rows.append(dict(model=name, formulation=formulation, mode=mode, img_per_s=batch / t,
                          peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    train_step, opt = make_train_step(model, x, y)
     torch.cuda.reset_peak_memory_stats()
     t = cuda_time(train_step, steps, warmup=3)
     rows.append(dict(model=name, formulation=formulation, mode="train bf16", img_per_s=batch / t,

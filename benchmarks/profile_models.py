@@ -12,7 +12,7 @@ import argparse
 
 import timm
 import torch
-import torch.nn.functional as F
+from bench_models import make_train_step
 
 import localmamba  # noqa: F401
 
@@ -33,7 +33,7 @@ def main() -> None:
     model = timm.create_model(args.model, backend=args.backend).to(args.device)
     x = torch.randn(batch, 3, args.img_size, args.img_size, device=args.device)
     y = torch.randint(0, model.num_classes, (batch,), device=args.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    train_step, _ = make_train_step(model, x, y, autocast=cuda)
 
     def step():
         if args.mode == "infer":
@@ -41,11 +41,7 @@ def main() -> None:
                 model.eval()(x)
             return
         model.train()
-        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step()
 
     for _ in range(3):
         step()

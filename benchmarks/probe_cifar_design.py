@@ -1,0 +1,113 @@
+"""Design probe behind the CIFAR variants (GPU): training images/s of candidate sizes, the scan alone, a profile.
+
+    python benchmarks/probe_cifar_design.py          # about 3 minutes on an H200, mamba-ssm built
+
+Candidates keep the patchify stem (``stem="patch"``, as when this was run); names read L/V (LocalVim
+directions / Vim-style h, h_flip), p (patch size), d (width), the depth and n (d_state). The scan is
+timed alone at the shapes of one layer (batch, K*d_inner, length, d_state, K): cuda = mamba-ssm,
+triton = ours. The profile is one training step of local_vim_tiny_cifar, by CUDA time.
+"""
+import time
+
+import timm
+import torch
+from bench_models import cuda_time, make_train_step
+
+import localmamba  # noqa: F401
+from localmamba.models.local_vim import LOCAL_VIM_DIRECTIONS
+from localmamba.ops import selective_scan
+
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+
+
+def ldirs(depth, w7="w4"):
+    return tuple(tuple(d.replace("w7", w7) for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:depth])
+
+
+def vdirs(depth):
+    return (("h", "h_flip"),) * depth
+
+
+def train_speed(kw, batch=512, seconds=6.0, backend="auto", compile=False):
+    """Images/s of bf16 training steps over ``seconds``, and the parameter count."""
+    m = timm.create_model("local_vim_tiny_cifar", backend=backend, stem="patch", **kw).cuda().train()
+    x = torch.randn(batch, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (batch,), device="cuda")
+    step, _ = make_train_step(torch.compile(m) if compile else m, x, y)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+        if n % 5 == 0:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    return n * batch / (time.perf_counter() - t0), sum(p.numel() for p in m.parameters())
+
+
+cfgs = {
+  "L_p4_d192_12": dict(directions=ldirs(12)),
+  "V_p4_d192_12": dict(directions=vdirs(12)),
+  "L_p2_d192_12": dict(patch_size=2, pt_hw_seq_len=16, directions=ldirs(12)),
+  "V_p2_d192_12": dict(patch_size=2, pt_hw_seq_len=16, directions=vdirs(12)),
+  "L_p2_d128_12": dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128, directions=ldirs(12)),
+  "V_p2_d128_12": dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128, directions=vdirs(12)),
+  "L_p4_d192_12_n8": dict(directions=ldirs(12), d_state=8),
+}
+res = {}
+for name, kw in cfgs.items():
+    try:
+        s, p = train_speed(kw)
+        res[name] = (round(s), p); print(f"{name:18s} mamba train bf16 b512: {s:7.0f} img/s  params {p/1e6:.2f}M", flush=True)
+    except Exception as e:
+        print(name, "FAILED", repr(e)[:300], flush=True)
+for name in ["L_p4_d192_12", "V_p4_d192_12"]:
+    for be in ["triton"]:
+        try:
+            s, p = train_speed(cfgs[name], backend=be); print(f"{name:18s} {be} train bf16 b512: {s:7.0f} img/s", flush=True)
+        except Exception as e:
+            print(name, be, "FAILED", repr(e)[:300], flush=True)
+try:
+    s, p = train_speed(cfgs["L_p4_d192_12"], compile=True, seconds=8); print(f"L_p4_d192_12 compiled mamba: {s:7.0f} img/s", flush=True)
+except Exception as e:
+    print("compile FAILED", repr(e)[:300], flush=True)
+
+# scan-only, fp32 inputs as the model passes them
+
+def scan_t(b, d, l, n, g, backend, bwd):
+    """Median ms of the scan alone (forward, or forward and backward) on random inputs of one layer's shape."""
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, device="cuda") * scale).requires_grad_(bwd)
+    u, dl, z = rnd(b, d, l), rnd(b, d, l, scale=0.5), rnd(b, d, l)  # (B, D, L)
+    A = (-torch.rand(d, n, device="cuda") * 2 - 0.1).requires_grad_(bwd)  # (D, N)
+    B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
+    D, db = rnd(d), rnd(d, scale=0.3)
+
+    def f():
+        o = selective_scan(u, dl, A, B, C, D, z=z, delta_bias=db, delta_softplus=True, backend=backend)
+        if bwd:
+            o.sum().backward()
+    return cuda_time(f, 10, warmup=3) * 1e3
+
+
+for shp in [(512, 1536, 64, 16, 4), (512, 1024, 256, 16, 4), (128, 1536, 196, 16, 4)]:
+    for be in ["cuda", "triton"]:
+        try:
+            print(f"scan {shp} {be}: fwd {scan_t(*shp, be, False):.2f} ms  fwd+bwd {scan_t(*shp, be, True):.2f} ms", flush=True)
+        except Exception as e:
+            print("scan", shp, be, "FAILED", repr(e)[:200], flush=True)
+
+from torch.profiler import profile, ProfilerActivity  # noqa: E402
+
+m = timm.create_model("local_vim_tiny_cifar", stem="patch").cuda().train()
+step, _ = make_train_step(m, torch.randn(512, 3, 32, 32, device="cuda"), torch.randint(0, 10, (512,), device="cuda"))
+for _ in range(3):
+    step()
+with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=60))
