@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from localmamba.distributed import read_metrics
+
 MODELS = {"local_vim_tiny_cifar": "configs/cifar10_local_vim_tiny{}.yaml", "vim_tiny_cifar": "configs/cifar10_vim_tiny{}.yaml"}
 
 
@@ -42,10 +44,10 @@ def report(out: str) -> None:
     rows = []
     for model in MODELS:
         path = os.path.join(out, model, "metrics.jsonl")
-        if not os.path.exists(path):
+        epochs = read_metrics(path)
+        if not epochs:
             print(f"{model}: no metrics in {path}")
             continue
-        epochs = [json.loads(line) for line in open(path) if line.strip()]
         last = epochs[-1]
         rows.append((model, len(epochs), last.get("top1"), max(e.get("top1") or 0 for e in epochs),
                      sum(e.get("images_per_sec") or 0 for e in epochs) / len(epochs), sum(e.get("epoch_time") or 0 for e in epochs)))

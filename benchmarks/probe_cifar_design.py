@@ -14,24 +14,16 @@ import torch
 from bench_models import cuda_time, make_train_step
 
 import localmamba  # noqa: F401
-from localmamba.models.local_vim import LOCAL_VIM_DIRECTIONS
+from localmamba.flops import count_params
 from localmamba.ops import selective_scan
 
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 
 
-def ldirs(depth, w7="w4"):
-    return tuple(tuple(d.replace("w7", w7) for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:depth])
-
-
-def vdirs(depth):
-    return (("h", "h_flip"),) * depth
-
-
-def train_speed(kw, batch=512, seconds=6.0, backend="auto", compile=False):
+def train_speed(model, kw, batch=512, seconds=6.0, backend="auto", compile=False):
     """Images/s of bf16 training steps over ``seconds``, and the parameter count."""
-    m = timm.create_model("local_vim_tiny_cifar", backend=backend, stem="patch", **kw).cuda().train()
+    m = timm.create_model(model, backend=backend, stem="patch", **kw).cuda().train()
     x = torch.randn(batch, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (batch,), device="cuda")
     step, _ = make_train_step(torch.compile(m) if compile else m, x, y)
@@ -45,37 +37,29 @@ def train_speed(kw, batch=512, seconds=6.0, backend="auto", compile=False):
         if n % 5 == 0:
             torch.cuda.synchronize()
     torch.cuda.synchronize()
-    return n * batch / (time.perf_counter() - t0), sum(p.numel() for p in m.parameters())
+    return n * batch / (time.perf_counter() - t0), count_params(m)
 
 
+L, V = "local_vim_tiny_cifar", "vim_tiny_cifar"  # their registered directions (V: h, h_flip in every layer)
 cfgs = {
-  "L_p4_d192_12": dict(directions=ldirs(12)),
-  "V_p4_d192_12": dict(directions=vdirs(12)),
-  "L_p2_d192_12": dict(patch_size=2, pt_hw_seq_len=16, directions=ldirs(12)),
-  "V_p2_d192_12": dict(patch_size=2, pt_hw_seq_len=16, directions=vdirs(12)),
-  "L_p2_d128_12": dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128, directions=ldirs(12)),
-  "V_p2_d128_12": dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128, directions=vdirs(12)),
-  "L_p4_d192_12_n8": dict(directions=ldirs(12), d_state=8),
+    "L_p4_d192_12": (L, {}),
+    "V_p4_d192_12": (V, {}),
+    "L_p2_d192_12": (L, dict(patch_size=2, pt_hw_seq_len=16)),
+    "V_p2_d192_12": (V, dict(patch_size=2, pt_hw_seq_len=16)),
+    "L_p2_d128_12": (L, dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128)),
+    "V_p2_d128_12": (V, dict(patch_size=2, pt_hw_seq_len=16, embed_dim=128)),
+    "L_p4_d192_12_n8": (L, dict(d_state=8)),
 }
-res = {}
-for name, kw in cfgs.items():
+runs = [(name, "auto", False) for name in cfgs]
+runs += [("L_p4_d192_12", "triton", False), ("V_p4_d192_12", "triton", False), ("L_p4_d192_12", "auto", True)]
+for name, backend, compile in runs:
     try:
-        s, p = train_speed(kw)
-        res[name] = (round(s), p); print(f"{name:18s} mamba train bf16 b512: {s:7.0f} img/s  params {p/1e6:.2f}M", flush=True)
+        s, p = train_speed(*cfgs[name], backend=backend, compile=compile, seconds=8 if compile else 6)
+        print(f"{name:18s} {backend}{' compiled' if compile else ''} train bf16 b512: {s:7.0f} img/s  "
+              f"params {p / 1e6:.2f}M", flush=True)
     except Exception as e:
-        print(name, "FAILED", repr(e)[:300], flush=True)
-for name in ["L_p4_d192_12", "V_p4_d192_12"]:
-    for be in ["triton"]:
-        try:
-            s, p = train_speed(cfgs[name], backend=be); print(f"{name:18s} {be} train bf16 b512: {s:7.0f} img/s", flush=True)
-        except Exception as e:
-            print(name, be, "FAILED", repr(e)[:300], flush=True)
-try:
-    s, p = train_speed(cfgs["L_p4_d192_12"], compile=True, seconds=8); print(f"L_p4_d192_12 compiled mamba: {s:7.0f} img/s", flush=True)
-except Exception as e:
-    print("compile FAILED", repr(e)[:300], flush=True)
+        print(name, backend, "FAILED", repr(e)[:300], flush=True)
 
-# scan-only, fp32 inputs as the model passes them
 
 def scan_t(b, d, l, n, g, backend, bwd):
     """Median ms of the scan alone (forward, or forward and backward) on random inputs of one layer's shape."""

@@ -47,6 +47,7 @@ def evaluate_model(model: nn.Module, loader, device, amp: bool = False, amp_dtyp
     model.eval()
     device = torch.device(device)
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss_sum, top1, top5, n
+    n = 0  # counted on the host: a device scalar per batch would make every batch wait for the GPU
     ctx = torch.autocast(device.type, dtype=getattr(torch, amp_dtype)) if amp else contextlib.nullcontext()
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -56,9 +57,10 @@ def evaluate_model(model: nn.Module, loader, device, amp: bool = False, amp_dtyp
         k = min(5, logits.shape[-1])
         top = logits.topk(k, dim=-1).indices  # r(B k)
         hit = top == y[:, None]  # r(B k)
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                             hit[:, 0].sum().double(), hit.any(-1).sum().double(),
-                             torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
+        sums[:3] += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                 hit[:, 0].sum().double(), hit.any(-1).sum().double()])
+        n += len(y)
+    sums[3] = n
     dist_utils.all_reduce(sums)
     model.train(was_training)
     loss, c1, c5, n = sums.tolist()

@@ -233,6 +233,7 @@ class ScanPlan:
     lengths: tuple[int, ...]
     flat_gather: torch.Tensor  # (K*L,) the gather, flattened for one index_select
     flat_reverse: torch.Tensor  # (K*T,) reverse offset by k*L: indices into the flattened (K*L) sequences
+    padded: bool  # some direction reads the zero row T (window padding or unequal lengths)
 
     @property
     def K(self) -> int:
@@ -262,8 +263,7 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
         order = _order(d, H, W)
         inv = _inverse(d, H, W)
         if cls_position is not None:
-            tok = torch.where(order >= cls_position, order + 1, order)  # patch index -> token index
-            tok = torch.where(order < 0, order, tok)
+            tok = torch.where(order >= cls_position, order + 1, order)  # patch index -> token index (-1 stays)
             tok = torch.cat([tok[:cls_position], torch.tensor([cls_position]), tok[cls_position:]])
             pos = torch.where(inv >= cls_position, inv + 1, inv)  # sequence position after insertion
             inv = torch.cat([pos[:cls_position], torch.tensor([cls_position]), pos[cls_position:]])
@@ -276,7 +276,7 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
     reverse = torch.stack(reverses)  # (K, T)
     flat_reverse = (reverse + torch.arange(len(directions)).unsqueeze(1) * L).flatten()
     return ScanPlan(tuple(directions), H, W, cls_position, gather, reverse, tuple(lengths), gather.flatten(),
-                    flat_reverse)
+                    flat_reverse, bool((gather == T).any()))
 
 
 def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
@@ -297,7 +297,7 @@ def multi_scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
     if x.dim() != 3 or x.shape[1] != plan.T:
         raise ValueError(f"multi_scan: x must be (B, {plan.T}, C) for this plan, got {tuple(x.shape)}")
     gather, _ = plan.indices(x.device)
-    xp = F.pad(x, (0, 0, 0, 1))  # (B, T+1, C): row T is the zero that padding reads
+    xp = F.pad(x, (0, 0, 0, 1)) if plan.padded else x  # (B, T+1, C): row T is the zero that padding reads
     return xp.index_select(1, gather).view(x.shape[0], plan.K, plan.L, x.shape[2])  # (B, K, L, C)
 
 

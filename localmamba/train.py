@@ -65,6 +65,7 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from . import distributed as dist_utils
+from .evaluate import evaluate_model
 from .models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
 
 CHECKPOINT_FORMAT = "localmamba.train"
@@ -226,9 +227,9 @@ def parse_args(argv=None) -> Config:
     args = vars(build_parser().parse_args(argv))
     values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
-    if isinstance(values.get("model_kwargs"), dict) and "model_kwargs" in args:
-        # --model-kwargs adds to (and overrides keys of) the config file's, rather than replacing it
-        args["model_kwargs"] = {**values["model_kwargs"], **args["model_kwargs"]}
+    for key, value in args.items():  # a dict option (--model-kwargs) adds to the config file's keys
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            args[key] = {**values[key], **value}
     values.update(args)
     return Config(**values)
 
@@ -500,8 +501,6 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
             device, show=main and cfg.progress)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": None, "top1": None, "top5": None}
         if val_loader is not None:
-            from .evaluate import evaluate_model
-
             res = evaluate_model(model, val_loader, device, amp=cfg.amp, amp_dtype=cfg.amp_dtype)
             row.update(val_loss=res["loss"], top1=res["top1"], top5=res["top5"])
             if ema is not None:

@@ -170,7 +170,6 @@ def plot_scan_path(ax: plt.Axes, direction: str, H: int, W: int, image: np.ndarr
     arrows = small if arrows is None else arrows
     lw = linewidth or (2.5 if small else max(0.8, 2.2 - L / 250))
     Hp, Wp = int(rows.max()) + 1, int(cols.max()) + 1
-    Hp, Wp = max(Hp, H), max(Wp, W)
 
     if image is not None:
         image = np.asarray(image)

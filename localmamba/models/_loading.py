@@ -146,15 +146,14 @@ def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = 
                 f"could not download {url} ({type(e).__name__}: {e}). Download it on a machine with a "
                 f"network and pass it with pretrained_cfg_overlay=dict(file=PATH).") from e
     sd = read_state_dict(path, trust_pickle=trust_pickle)
-    expected = describe_state_dict(model.state_dict())
-    found = describe_state_dict(sd)
     try:
         mapped = filter_fn(sd, model)
         model.load_state_dict(mapped, strict=True)
     except (RuntimeError, KeyError, ValueError) as e:
         raise CheckpointError(
-            f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: the model is {expected}, "
-            f"but the checkpoint looks like {found}.\nDetail: {str(e)[:600]}") from e
+            f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: the model is "
+            f"{describe_state_dict(model.state_dict())}, but the checkpoint looks like {describe_state_dict(sd)}."
+            f"\nDetail: {str(e)[:600]}") from e
 
 
 def model_from_arch(arch, checkpoint=None, **kwargs) -> torch.nn.Module:

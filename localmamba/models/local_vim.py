@@ -66,7 +66,6 @@ class LocalVim(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.patch_size = patch_size
-        self.cls_token_mode = cls_token
         self.backend = backend
         self.directions = [None if d is None else tuple(d) for d in directions]
 

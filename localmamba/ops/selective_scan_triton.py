@@ -224,16 +224,15 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         softplus, B3, C3 = ctx.meta
         b, d, l = u.shape
         n = A.shape[1]
-        g = B4.shape[1]
         # The backward keeps every state of a batch slice in a (bs, d, l, n) fp32 scratch: slice the
         # batch so that the scratch stays under _SCRATCH_ELEMENTS (1 GiB).
         bs = max(1, min(b, _SCRATCH_ELEMENTS // max(1, d * l * n)))
         parts = [_backward_slice(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
                                  None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
                  for i in range(0, b, bs)]
-        du, ddelta, dA, dB, dC, dD, dz, dbias = (
+        du, ddelta, dA, dB, dC, dD, dz, dbias = parts[0] if len(parts) == 1 else (
             None if p[0] is None else (torch.cat(p) if k in (0, 1, 3, 4, 6) else sum(p))
-            for k, p in enumerate(zip(*parts)))
+            for k, p in enumerate(zip(*parts)))  # slices: per-image grads joined, shared ones summed
         dB = dB.squeeze(1) if B3 else dB
         dC = dC.squeeze(1) if C3 else dC
         return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B4.dtype), dC.to(C4.dtype),
