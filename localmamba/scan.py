@@ -12,7 +12,8 @@ A *direction* is a string of the grammar ``h | v | wK``, optionally followed by 
 Everything here is an index gather: :func:`scan_order` gives the visiting order once per
 (direction, H, W), cached, and scanning is ``index_select`` with it, so it runs on any device and
 autograd works through it. :class:`ScanPlan` stacks several directions (padded to a common length)
-so that a layer scans and reverses all of its directions with one gather each.
+so that a layer scans and reverses all of its directions with one gather each; their gradients are
+gathers too (each token appears once per direction), so no backward needs index_add's atomics.
 """
 from __future__ import annotations
 
@@ -233,6 +234,7 @@ class ScanPlan:
     lengths: tuple[int, ...]
     flat_gather: torch.Tensor  # (K*L,) the gather, flattened for one index_select
     flat_reverse: torch.Tensor  # (K*T,) reverse offset by k*L: indices into the flattened (K*L) sequences
+    flat_unreverse: torch.Tensor  # (K*L,) gather offset by k*(T+1): indices into K zero-padded token rows
     padded: bool  # some direction reads the zero row T (window padding or unequal lengths)
 
     @property
@@ -247,11 +249,13 @@ class ScanPlan:
     def L(self) -> int:
         return self.gather.shape[1]
 
-    def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flat gather, flat reverse) on ``device``: gather (K*L,) into T+1, reverse (K*T,) into K*L."""
+    def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(flat gather, flat reverse, flat unreverse) on ``device``: gather (K*L,) into T+1, reverse
+        (K*T,) into K*L, unreverse (K*L,) into K*(T+1)."""
         key = ("plan", self.directions, self.H, self.W, self.cls_position)
-        return (_on(self.flat_gather, torch.device(device), key + ("g",)),
-                _on(self.flat_reverse, torch.device(device), key + ("r",)))
+        device = torch.device(device)
+        return (_on(self.flat_gather, device, key + ("g",)), _on(self.flat_reverse, device, key + ("r",)),
+                _on(self.flat_unreverse, device, key + ("u",)))
 
 
 @lru_cache(maxsize=256)
@@ -274,9 +278,11 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
     L = max(lengths)
     gather = torch.stack([F.pad(g, (0, L - g.numel()), value=T) for g in gathers])  # (K, L)
     reverse = torch.stack(reverses)  # (K, T)
-    flat_reverse = (reverse + torch.arange(len(directions)).unsqueeze(1) * L).flatten()
+    k = torch.arange(len(directions)).unsqueeze(1)
+    flat_reverse = (reverse + k * L).flatten()
+    flat_unreverse = (gather + k * (T + 1)).flatten()
     return ScanPlan(tuple(directions), H, W, cls_position, gather, reverse, tuple(lengths), gather.flatten(),
-                    flat_reverse, bool((gather == T).any()))
+                    flat_reverse, flat_unreverse, bool((gather == T).any()))
 
 
 def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
@@ -292,19 +298,54 @@ def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | Non
     return _plan(directions, H, W, cls_position)
 
 
+def _scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+    gather = plan.indices(x.device)[0]
+    xp = F.pad(x, (0, 0, 0, 1)) if plan.padded else x  # (B, T+1, C): row T is the zero that padding reads
+    return xp.index_select(1, gather).view(x.shape[0], plan.K, plan.L, x.shape[2])  # (B, K, L, C)
+
+
+def _reverse(y: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+    B, K, L, C = y.shape
+    reverse = plan.indices(y.device)[1]
+    return y.reshape(B, K * L, C).index_select(1, reverse).view(B, K, plan.T, C)  # (B, K, T, C)
+
+
+def _unreverse(g: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+    """Adjoint of :func:`_reverse`: token-order rows back to scan positions, zeros on padding."""
+    B, K, T, C = g.shape
+    unreverse = plan.indices(g.device)[2]
+    gp = F.pad(g, (0, 0, 0, 1))  # (B, K, T+1, C): row T of each direction is the zero for padding
+    return gp.view(B, K * (T + 1), C).index_select(1, unreverse).view(B, K, plan.L, C)  # (B, K, L, C)
+
+
+class _Gather(torch.autograd.Function):
+    """One of the plan's gathers; its gradient is the adjoint gather: scan <-> reverse summed over
+    directions, reverse <-> unreverse. Double backward works, as each backward is a _Gather again."""
+
+    @staticmethod
+    def forward(ctx, x, plan, op):
+        ctx.plan, ctx.op = plan, op
+        return _OPS[op](x, plan)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.op == "scan":
+            return _Gather.apply(g, ctx.plan, "reverse").sum(1), None, None  # (B, T, C)
+        return _Gather.apply(g, ctx.plan, "unreverse" if ctx.op == "reverse" else "reverse"), None, None
+
+
+_OPS = {"scan": _scan, "reverse": _reverse, "unreverse": _unreverse}
+
+
 def multi_scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
     """Scan tokens-last x (B, T, C) in all of the plan's directions: -> (B, K, L, C), zero-padded."""
     if x.dim() != 3 or x.shape[1] != plan.T:
         raise ValueError(f"multi_scan: x must be (B, {plan.T}, C) for this plan, got {tuple(x.shape)}")
-    gather, _ = plan.indices(x.device)
-    xp = F.pad(x, (0, 0, 0, 1)) if plan.padded else x  # (B, T+1, C): row T is the zero that padding reads
-    return xp.index_select(1, gather).view(x.shape[0], plan.K, plan.L, x.shape[2])  # (B, K, L, C)
+    return _Gather.apply(x, plan, "scan")
 
 
 def multi_reverse(y: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
     """Inverse of :func:`multi_scan`: y (B, K, L, C) -> (B, K, T, C), each direction back in token order."""
     if y.dim() != 4 or y.shape[1:3] != (plan.K, plan.L):
         raise ValueError(f"multi_reverse: y must be (B, {plan.K}, {plan.L}, C), got {tuple(y.shape)}")
-    _, reverse = plan.indices(y.device)
-    B, K, L, C = y.shape
-    return y.reshape(B, K * L, C).index_select(1, reverse).view(B, K, plan.T, C)  # (B, K, T, C)
+    return _Gather.apply(y, plan, "reverse")
