@@ -6,8 +6,9 @@ channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) stat
 registers and walks the sequence step by step: b*d/BLOCK_D independent programs fill the GPU, and
 each step is one exp and a few FMAs per state.
 
-Backward: the forward recurrence is recomputed into a scratch buffer of all states (b, d, l, n), then
-the adjoint recurrence runs backwards in time. Reductions over channels (dB, dC) and over the batch
+Backward: the forward recurrence is recomputed into a scratch buffer of all states (b, d, l, n) (and
+the ungated output), then the adjoint recurrence runs backwards in time. Both loops are latency-bound:
+each step's loads are issued one step ahead. Reductions over channels (dB, dC) and over the batch
 (dA, dD, d delta_bias) are written as per-program partial sums and added up afterwards: deterministic,
 no atomics. Any input strides work (a (b, d, l) view of a (b, l, d) tensor loads coalesced).
 """
@@ -64,15 +65,29 @@ if triton is not None:
             z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
         s_p = states_ptr + ((pid_b * d + offs_d[:, None]) * l) * n + offs_n[None, :]  # (b, d, l, n) scratch
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        # step t's inputs are loaded during step t-1 (software prefetch: the loop is latency-bound)
+        u_n = tl.load(u_p, mask=mask_d, other=0.0).to(tl.float32)
+        dt_n = tl.load(dl_p, mask=mask_d, other=0.0).to(tl.float32)
+        B_n = tl.load(B_p, mask=mask_dn, other=0.0).to(tl.float32)
+        C_n = tl.load(C_p, mask=mask_dn, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z_n = tl.load(z_p, mask=mask_d, other=0.0).to(tl.float32)
         for t in range(l):
-            u = tl.load(u_p + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
-            dt = tl.load(dl_p + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32)
+            u, dt, Bt, Ct = u_n, dt_n, B_n, C_n
+            if HAS_Z:
+                zt = z_n
+            nx = t + 1
+            more = nx < l
+            u_n = tl.load(u_p + nx * su_l, mask=mask_d & more, other=0.0).to(tl.float32)
+            dt_n = tl.load(dl_p + nx * sdl_l, mask=mask_d & more, other=0.0).to(tl.float32)
+            B_n = tl.load(B_p + nx * sB_l, mask=mask_dn & more, other=0.0).to(tl.float32)
+            C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt += bias
             if SOFTPLUS:
                 dt = _softplus(dt)
-            Bt = tl.load(B_p + t * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_p + t * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
             h = tl.exp2(dt[:, None] * A) * h + (dt * u)[:, None] * Bt  # (BLOCK_D, BLOCK_N)
             if STORE_STATES:
                 tl.store(s_p + t * n, h, mask=mask_dn)
@@ -80,13 +95,12 @@ if triton is not None:
             if HAS_D:
                 y += Dv * u
             if HAS_Z:
-                zt = tl.load(z_p + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
                 y = y * zt * tl.sigmoid(zt)
             tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_d)
 
     @triton.jit
     def _bwd_kernel(
-        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
+        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, y_ptr,
         du_ptr, ddl_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,
         d, l, n, d_per_group, n_dblocks,
         su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
@@ -123,27 +137,43 @@ if triton is not None:
         dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
         dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
         dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        # Prefetch: step t-1's inputs are loaded during step t, and h_t is carried over from step t+1
+        # (where it was h_prev), so each stored state is read once.
+        t0 = l - 1
+        u_n = tl.load(u_p + t0 * su_l, mask=mask_d, other=0.0).to(tl.float32)
+        dr_n = tl.load(dl_p + t0 * sdl_l, mask=mask_d, other=0.0).to(tl.float32)
+        B_n = tl.load(B_p + t0 * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
+        C_n = tl.load(C_p + t0 * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
+        do_n = tl.load(do_p + t0 * sdo_l, mask=mask_d, other=0.0).to(tl.float32)
+        h = tl.load(s_p + t0 * n, mask=mask_dn, other=0.0)
+        hp_n = tl.load(s_p + (t0 - 1) * n, mask=mask_dn & (t0 > 0), other=0.0)
+        if HAS_Z:
+            z_n = tl.load(z_p + t0 * sz_l, mask=mask_d, other=0.0).to(tl.float32)
+            y_n = tl.load(y_ptr + g_p + t0, mask=mask_d, other=0.0)
         for i in range(l):
             t = l - 1 - i
-            u = tl.load(u_p + t * su_l, mask=mask_d, other=0.0).to(tl.float32)
-            draw = tl.load(dl_p + t * sdl_l, mask=mask_d, other=0.0).to(tl.float32)
+            u, draw, Bt, Ct, dout, h_prev = u_n, dr_n, B_n, C_n, do_n, hp_n
+            if HAS_Z:
+                zt, y = z_n, y_n
+            nx = t - 1
+            more = nx >= 0
+            u_n = tl.load(u_p + nx * su_l, mask=mask_d & more, other=0.0).to(tl.float32)
+            dr_n = tl.load(dl_p + nx * sdl_l, mask=mask_d & more, other=0.0).to(tl.float32)
+            B_n = tl.load(B_p + nx * sB_l, mask=mask_dn & more, other=0.0).to(tl.float32)
+            C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more, other=0.0).to(tl.float32)
+            do_n = tl.load(do_p + nx * sdo_l, mask=mask_d & more, other=0.0).to(tl.float32)
+            hp_n = tl.load(s_p + (nx - 1) * n, mask=mask_dn & (nx > 0), other=0.0)
+            if HAS_Z:
+                z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more, other=0.0).to(tl.float32)
+                y_n = tl.load(y_ptr + g_p + nx, mask=mask_d & more, other=0.0)
             if HAS_BIAS:
                 draw += bias
             if SOFTPLUS:
                 dt = _softplus(draw)
             else:
                 dt = draw
-            Bt = tl.load(B_p + t * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
-            Ct = tl.load(C_p + t * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
-            h = tl.load(s_p + t * n, mask=mask_dn, other=0.0)
-            h_prev = tl.load(s_p + (t - 1) * n, mask=mask_dn & (t > 0), other=0.0)
-            dout = tl.load(do_p + t * sdo_l, mask=mask_d, other=0.0).to(tl.float32)
             if HAS_Z:
-                zt = tl.load(z_p + t * sz_l, mask=mask_d, other=0.0).to(tl.float32)
-                sz = tl.sigmoid(zt)
-                y = tl.sum(h * Ct, axis=1)
-                if HAS_D:
-                    y += Dv * u
+                sz = tl.sigmoid(zt)  # y: the ungated output (D skip included), kept by the recompute pass
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
                 tl.store(dz_ptr + g_p + t, dz, mask=mask_d)
                 dy = dout * zt * sz
@@ -173,6 +203,7 @@ if triton is not None:
             dbias_acc += ddt
             tl.store(ddl_ptr + g_p + t, ddt, mask=mask_d)
             dh = dh * a
+            h = h_prev
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
         if HAS_D:
             tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
@@ -212,7 +243,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
             *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(out),
             A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-            STORE_STATES=False, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+            STORE_STATES=False, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
         )
         ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias)
         ctx.meta = (delta_softplus, B.dim() == 3, C.dim() == 3)
@@ -241,6 +272,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
 
 
 _SCRATCH_ELEMENTS = 2 ** 28
+_NUM_WARPS = 4
 
 
 def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
@@ -255,16 +287,17 @@ def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     grid = (b, nblk)
     dev = u.device
     states = torch.empty((b, d, l, n), device=dev, dtype=f32)
+    y = torch.empty((b, d, l), device=dev, dtype=f32)  # ungated output: dz needs it
     dummy = states
     common = (d, l, n, d // g)
     _fwd_kernel[grid](
         u, delta, A, B4, C4, D if D is not None else dummy, dummy,
-        delta_bias if delta_bias is not None else dummy, torch.empty((b, d, l), device=dev, dtype=f32), states,
+        delta_bias if delta_bias is not None else dummy, y, states,
         *common,
         *_strides3(u), *_strides3(delta), 0, 0, 0, d * l, l, 1,
         A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
         HAS_D=D is not None, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        STORE_STATES=True, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+        STORE_STATES=True, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
     )
     du = torch.empty((b, d, l), device=dev, dtype=f32)
     ddelta = torch.empty((b, d, l), device=dev, dtype=f32)
@@ -276,14 +309,14 @@ def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     dbp = torch.empty((b, d), device=dev, dtype=f32) if delta_bias is not None else None
     _bwd_kernel[grid](
         u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, dout, states,
+        delta_bias if delta_bias is not None else dummy, dout, states, y,
         du, ddelta, dz if dz is not None else dummy, dBp, dCp, dAp,
         dDp if dDp is not None else dummy, dbp if dbp is not None else dummy,
         *common, nblk,
         *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(dout),
         A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=4,
+        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
     )
     del states
     # per-program partial sums -> gradients (programs never straddle groups, see _block_d)
