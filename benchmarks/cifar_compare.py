@@ -1,12 +1,13 @@
-"""LocalVim against the Vim-style baseline on real CIFAR-10: same recipe, same epochs, one GPU each.
+"""LocalVim against the Vim-style baseline on real CIFAR-10: same recipe, same epochs, same GPUs.
 
     python benchmarks/cifar_compare.py --data data/cifar10_train_jpeg.npz --out runs/cifar   # both, in turn
     python benchmarks/cifar_compare.py --data ... --out runs/cifar --models vim_tiny_cifar  # one of them
     python benchmarks/cifar_compare.py --out runs/cifar --report                           # the table
     python benchmarks/cifar_compare.py --data ... --out runs/cifar_stem2 --tag _stem2       # configs/*_stem2.yaml
+    python benchmarks/cifar_compare.py --data ... --out runs/cifar_4gpu --tag _4gpu --nproc 4  # torchrun, 4 GPUs
 
-Each model trains alone on the GPU with its ``configs/cifar10_*.yaml`` (the two differ in the model
-name alone). The 50,000 training images of the .npz are split class-stratified (``val_split: 5000``,
+Each model trains alone on the GPU (or the ``--nproc`` GPUs, through torchrun) with its
+``configs/cifar10_*.yaml`` (the two differ in the model name alone). The 50,000 training images of the .npz are split class-stratified (``val_split: 5000``,
 ``split_seed: 0``): 45,000 train, the same 5,000 held out for validation in every run; the official
 test split is not used. The table gives the final validation top-1 (the last epoch, not the best).
 """
@@ -27,7 +28,9 @@ MODELS = {"local_vim_tiny_cifar": "configs/cifar10_local_vim_tiny{}.yaml", "vim_
 def run(model: str, args: argparse.Namespace) -> int:
     out = os.path.join(args.out, model)
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", "localmamba.train", "--config", MODELS[model].format(args.tag), "--data-dir",
+    launch = [sys.executable, "-m"] if args.nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc), "-m"]
+    cmd = [*launch, "localmamba.train", "--config", MODELS[model].format(args.tag), "--data-dir",
            args.data, "--output", out, "--no-progress", "--model-kwargs", json.dumps({"backend": args.backend})]
     if args.epochs:
         cmd += ["--epochs", str(args.epochs)]
@@ -65,6 +68,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--tag", default="", help="config set: configs/cifar10_<model>_tiny<TAG>.yaml")
     ap.add_argument("--backend", default="auto", help="selective-scan backend of both models")
+    ap.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per run, through torchrun")
     ap.add_argument("--epochs", type=int, default=None, help="override the configs' epochs (both alike)")
     ap.add_argument("--report", action="store_true", help="only print the table of runs already in --out")
     args = ap.parse_args()
