@@ -25,7 +25,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,33 +39,45 @@ from . import distributed as dist_utils
 # ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate_model(model: nn.Module, loader, device, amp: bool = False, amp_dtype: str = "bfloat16") -> dict:
     """Cross-entropy loss and top-1 / top-5 accuracy (percent) of ``model`` over ``loader``, summed over
     ranks when a process group exists (each rank sees its own shard)."""
-    was_training = model.training
-    model.eval()
+    return evaluate_models([model], loader, device, amp=amp, amp_dtype=amp_dtype)[0]
+
+
+@torch.no_grad()
+def evaluate_models(models: Sequence[nn.Module], loader, device, amp: bool = False,
+                    amp_dtype: str = "bfloat16") -> list[dict]:
+    """:func:`evaluate_model` of each of ``models`` in one pass over ``loader``: every batch goes to
+    every model, so a model and its EMA read the validation set once, not twice."""
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     device = torch.device(device)
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss_sum, top1, top5, n
+    sums = torch.zeros(len(models), 4, device=device, dtype=torch.float64)  # per model: loss_sum, top1, top5, n
     n = 0  # counted on the host: a device scalar per batch would make every batch wait for the GPU
     ctx = torch.autocast(device.type, dtype=getattr(torch, amp_dtype)) if amp else contextlib.nullcontext()
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with ctx:
-            logits = model(x)
-        logits = logits.float()  # r(B C)
-        k = min(5, logits.shape[-1])
-        top = logits.topk(k, dim=-1).indices  # r(B k)
-        hit = top == y[:, None]  # r(B k)
-        sums[:3] += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 hit[:, 0].sum().double(), hit.any(-1).sum().double()])
+        for i, model in enumerate(models):
+            with ctx:
+                logits = model(x)
+            logits = logits.float()  # r(B C)
+            k = min(5, logits.shape[-1])
+            top = logits.topk(k, dim=-1).indices  # r(B k)
+            hit = top == y[:, None]  # r(B k)
+            sums[i, :3] += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                        hit[:, 0].sum().double(), hit.any(-1).sum().double()])
         n += len(y)
-    sums[3] = n
+    sums[:, 3] = n
     dist_utils.all_reduce(sums)
-    model.train(was_training)
-    loss, c1, c5, n = sums.tolist()
-    n = max(n, 1.0)
-    return {"loss": loss / n, "top1": 100 * c1 / n, "top5": 100 * c5 / n, "n": int(n)}
+    for m, mode in zip(models, was_training):
+        m.train(mode)
+    results = []
+    for loss, c1, c5, count in sums.tolist():
+        count = max(count, 1.0)
+        results.append({"loss": loss / count, "top1": 100 * c1 / count, "top5": 100 * c5 / count, "n": int(count)})
+    return results
 
 
 @torch.no_grad()

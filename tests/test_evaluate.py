@@ -34,6 +34,22 @@ def test_engine_checkpoint_reproduces_training_metrics(run):
     assert best["top1"] == pytest.approx(rows[-1]["ema_top1"], abs=1e-6)
 
 
+def test_evaluate_models_in_one_pass_equals_separate_passes():
+    import timm
+
+    from localmamba import data as D
+
+    ds = D.make_fake_images(10, 40, 32, seed=1)
+    ds.transform = D.eval_transform(32)
+    loader = D.build_loader(ds, 16, train=False, workers=0)
+    torch.manual_seed(0)
+    a = timm.create_model("test_vit", num_classes=10, img_size=32)
+    b = timm.create_model("test_vit", num_classes=10, img_size=32).train()
+    both = E.evaluate_models([a.eval(), b], loader, "cpu")
+    assert both == [E.evaluate_model(a, loader, "cpu"), E.evaluate_model(b, loader, "cpu")]
+    assert both[0] != both[1] and not a.training and b.training  # modes restored
+
+
 def test_plain_state_dict_and_original_format(run, tmp_path):
     out, summary = run
     sd = torch.load(out / "last.pth", weights_only=True)["model"]
