@@ -197,7 +197,9 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
 
     Options left ``None`` come from an engine checkpoint's config (dataset, data folder, held-out split,
     image size), so the same validation images as in training are used. ``split='train'`` measures
-    the training images (without augmentation). ``return_predictions`` adds ``logits`` and ``labels``.
+    the training images (without augmentation). Training images are read only when scored or when the
+    validation images are held out from them (``val_split``), so a folder of ``val/`` or ``test/`` alone
+    will do. ``return_predictions`` adds ``logits`` and ``labels``.
     """
     dev = dist_utils.resolve_device(device)
     net, info = load_model(checkpoint, model, img_size=img_size, use_ema=use_ema, model_kwargs=model_kwargs,
@@ -218,7 +220,7 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
         kw = dict(fake_train_size=cfg.get("fake_train_size", 1000), fake_val_size=cfg.get("fake_val_size", 200),
                   num_classes=cfg.get("num_classes") or 10)
     train_set, val_set, classes = D.build_datasets(dataset, data_dir, img_size=img_size, val_split=val_split,
-                                                   split_seed=split_seed, **kw)
+                                                   split_seed=split_seed, load_train=split == "train", **kw)
     ds = train_set if split == "train" else val_set
     if ds is None:
         raise ValueError(f"{dataset} in {data_dir} has no validation split: pass --val-split N (the images "

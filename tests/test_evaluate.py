@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from localmamba import data as D
 from localmamba import evaluate as E
 from localmamba import viz
 from localmamba import train as T
@@ -37,8 +38,6 @@ def test_engine_checkpoint_reproduces_training_metrics(run):
 def test_evaluate_models_in_one_pass_equals_separate_passes():
     import timm
 
-    from localmamba import data as D
-
     ds = D.make_fake_images(10, 40, 32, seed=1)
     ds.transform = D.eval_transform(32)
     loader = D.build_loader(ds, 16, train=False, workers=0)
@@ -66,6 +65,21 @@ def test_plain_state_dict_and_original_format(run, tmp_path):
         assert all(torch.equal(v, sd[k]) for k, v in net.state_dict().items())
         results.append(E.evaluate(path, "test_vit", **kw))
     assert results[0]["top1"] == results[1]["top1"] and results[0]["n"] == 200  # fake's default val size
+
+
+def test_evaluating_a_val_or_test_folder_needs_no_training_images(run, tmp_path):
+    out, _ = run
+    plain = tmp_path / "plain.pth"
+    torch.save(torch.load(out / "last.pth", weights_only=True)["model"], plain)
+    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=4, val_per_class=3, size=32)
+    kw = dict(img_size=32, device="cpu", workers=0)
+    with_train = E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), **kw)
+    assert E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), split="train", **kw)["n"] == 16
+    (root / "train").rename(tmp_path / "elsewhere")
+    res = E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), **kw)
+    assert res["n"] == 12 and res["top1"] == with_train["top1"] and res["loss"] == with_train["loss"]
+    (root / "val").rename(root / "test")
+    assert E.evaluate(plain, "test_vit", dataset="imagenet", data_dir=str(root), **kw)["n"] == 12
 
 
 def test_cli_prints_json(run, capsys):
