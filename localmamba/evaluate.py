@@ -189,17 +189,18 @@ def load_model(checkpoint: str | os.PathLike, model: Optional[str] = None, *, nu
 # ----------------------------------------------------------------------------------------------
 def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, dataset: Optional[str] = None,
              data_dir: Optional[str] = None, split: str = "val", val_split: Optional[int] = None,
-             split_seed: Optional[int] = None, img_size: Optional[int] = None, batch_size: int = 256,
+             split_seed: Optional[int] = None, img_size: Optional[int] = None,
+             interpolation: Optional[str] = None, batch_size: int = 256,
              workers: int = 4, device: str = "auto", use_ema: bool = False, amp: bool = False,
              max_images: int = 0, return_predictions: bool = False, model_kwargs: Optional[dict] = None,
              trust_pickle: bool = False) -> dict:
     """Top-1 / top-5 (percent) and loss of a checkpoint on a dataset split (one process).
 
     Options left ``None`` come from an engine checkpoint's config (dataset, data folder, held-out split,
-    image size), so the same validation images as in training are used. ``split='train'`` measures
-    the training images (without augmentation). Training images are read only when scored or when the
-    validation images are held out from them (``val_split``), so a folder of ``val/`` or ``test/`` alone
-    will do. ``return_predictions`` adds ``logits`` and ``labels``.
+    image size, interpolation), so the validation images are the ones training measured, resized alike.
+    ``split='train'`` measures the training images (without augmentation). Training images are read only
+    when scored or when the validation images are held out from them (``val_split``), so a folder of
+    ``val/`` or ``test/`` alone will do. ``return_predictions`` adds ``logits`` and ``labels``.
     """
     dev = dist_utils.resolve_device(device)
     net, info = load_model(checkpoint, model, img_size=img_size, use_ema=use_ema, model_kwargs=model_kwargs,
@@ -215,6 +216,7 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if split_seed is None:
         split_seed = cfg.get("split_seed", 0) if same_data else 0
     img_size = img_size or cfg.get("img_size") or D.DEFAULT_IMG_SIZE[dataset]
+    interpolation = interpolation or cfg.get("interpolation", "bicubic")
     kw = {}
     if dataset == "fake" and same_data:
         kw = dict(fake_train_size=cfg.get("fake_train_size", 1000), fake_val_size=cfg.get("fake_val_size", 200),
@@ -228,7 +230,7 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if max_images and max_images < len(ds):
         _, keep = D.stratified_split(ds.targets, max_images, 0)
         ds = D._subset(ds, keep)
-    ds.transform = D.eval_transform(img_size)
+    ds.transform = D.eval_transform(img_size, interpolation=interpolation)
     loader = D.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
     logits, labels = predict(net, loader, dev, amp=amp)
     k = min(5, logits.shape[-1])
@@ -255,6 +257,7 @@ def main(argv=None) -> dict:
     p.add_argument("--val-split", type=int, help="held-out images, as in training (default: the checkpoint's)")
     p.add_argument("--split-seed", type=int)
     p.add_argument("--img-size", type=int)
+    p.add_argument("--interpolation", help="resize interpolation (default: the checkpoint's, else bicubic)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="auto")
@@ -266,7 +269,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
     res = evaluate(a.checkpoint, a.model, dataset=a.dataset, data_dir=a.data_dir, split=a.split,
-                   val_split=a.val_split, split_seed=a.split_seed, img_size=a.img_size, batch_size=a.batch_size,
+                   val_split=a.val_split, split_seed=a.split_seed, img_size=a.img_size,
+                   interpolation=a.interpolation, batch_size=a.batch_size,
                    workers=a.workers, device=a.device, use_ema=a.ema, amp=a.amp, max_images=a.max_images,
                    model_kwargs=a.model_kwargs, trust_pickle=a.trust_pickle)
     res.pop("classes")

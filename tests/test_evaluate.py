@@ -82,6 +82,25 @@ def test_evaluating_a_val_or_test_folder_needs_no_training_images(run, tmp_path)
     assert E.evaluate(plain, "test_vit", dataset="imagenet", data_dir=str(root), **kw)["n"] == 12
 
 
+def test_interpolation_comes_from_the_checkpoint_as_in_training(run, tmp_path):
+    out, _ = run
+    # 48 px images scored at 32 px from a lazily read folder: the resize is the eval transform's
+    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=2, val_per_class=4, size=48)
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    ckpt["config"].update(dataset="imagenet", data_dir=str(root), val_split=0, interpolation="nearest")
+    path = tmp_path / "nearest.pth"
+    torch.save(ckpt, path)
+    net, _ = E.load_model(path)
+    _, val, _ = D.build_datasets("imagenet", str(root), load_train=False)
+    val.transform = D.eval_transform(32, interpolation="nearest")  # what training validated with
+    ref = E.evaluate_model(net, D.build_loader(val, 256, train=False, workers=0), "cpu")
+    kw = dict(device="cpu", workers=0)
+    res = E.evaluate(path, **kw)
+    assert res["loss"] == pytest.approx(ref["loss"], rel=1e-5) and res["top1"] == pytest.approx(ref["top1"])
+    bicubic = E.main(["--checkpoint", str(path), "--device", "cpu", "--workers", "0", "--interpolation", "bicubic"])
+    assert bicubic["loss"] != pytest.approx(ref["loss"], rel=1e-5)
+
+
 def test_cli_prints_json(run, capsys):
     out, summary = run
     res = E.main(["--checkpoint", str(out / "best.pth"), "--device", "cpu", "--workers", "0", "--json"])
