@@ -510,11 +510,13 @@ def set_loader_epoch(loader, epoch: int) -> None:
 class DeviceLoader:
     """Batches of an :class:`InMemoryImages` set kept on the device, augmented there (``--gpu-aug``).
 
-    Order: the same permutation DistributedSampler would give for (seed, epoch), sharded by rank.
-    Training augmentation, per image: random crop after reflect-padding by ``pad`` pixels, horizontal
-    flip with probability ``hflip``, then normalisation, and timm's batched ``RandomErasing``
-    (``reprob``). Random numbers come from a device generator seeded by (seed, epoch, rank).
-    Yields ``(x: r(B 3 H W) float, y: r(B) int64)`` on the device.
+    Order: DistributedSampler's permutation for (seed, epoch), sharded by rank (validation: in order,
+    ``rank::world_size``). Training augmentation, per image: random crop after reflect-padding by
+    ``pad`` pixels, horizontal flip with probability ``hflip``, then normalisation, and timm's batched
+    ``RandomErasing`` (``reprob``). Crops and flips draw from a device generator seeded by (seed, epoch,
+    rank) alone; erasing draws from the process's global Python and torch generators (timm takes no
+    generator), which the engine seeds per rank and keeps in its checkpoints, so a resumed run still
+    repeats it. Yields ``(x: r(B 3 H W) float, y: r(B) int64)`` on the device.
     """
 
     def __init__(self, ds: InMemoryImages, batch_size: int, device, *, train: bool, img_size: int,

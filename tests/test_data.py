@@ -1,5 +1,6 @@
 """Datasets, splits, loaders: generated data only (no downloads)."""
 import io
+import random
 
 import numpy as np
 import pytest
@@ -185,3 +186,16 @@ def test_device_loader_shards_and_augments():
     assert torch.allclose(xs, ref, atol=1e-5)
     # resized on the way in
     assert next(iter(D.DeviceLoader(ds, 4, "cpu", train=False, img_size=16)))[0].shape == (4, 3, 16, 16)
+
+
+def test_device_loader_crops_from_its_generator_and_erases_from_the_global_ones():
+    ds = D.make_fake_images(4, 16, 32)
+
+    def batch(global_seed, reprob):
+        random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        return next(iter(D.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=3, reprob=reprob)))[0]
+
+    assert torch.equal(batch(0, 0.0), batch(1, 0.0))  # crop and flip: (seed, epoch, rank) alone
+    assert torch.equal(batch(0, 1.0), batch(0, 1.0))  # erasing: the global generators' state
+    assert not torch.equal(batch(0, 1.0), batch(1, 1.0))
