@@ -219,11 +219,16 @@ _FOLDER_LAYOUT = ("expected an image folder: {root}/train/<class>/*.jpg|png and 
                   "(or {root}/test/<class>/*), one sub-folder per class with the same class names in each")
 
 
+def _class_folders(d: Path) -> Optional[list[str]]:
+    """Sorted sub-folder names of ``d`` (ImageFolder's classes, without listing images); None if absent."""
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else None
+
+
 def _check_split_dir(root: Path, split: str) -> Path:
     d = root / split
     if not d.is_dir():
         raise DataError(f"{d} does not exist; " + _FOLDER_LAYOUT.format(root=root))
-    classes = sorted(p.name for p in d.iterdir() if p.is_dir())
+    classes = _class_folders(d)
     if not classes:
         raise DataError(f"{d} has no class sub-folders; " + _FOLDER_LAYOUT.format(root=root))
     empty = [c for c in classes if not any(f.suffix.lower() in IMG_EXTENSIONS for f in (d / c).iterdir())]
@@ -327,48 +332,56 @@ def _load_torchvision(name: str, root: Path, train: bool, download: bool) -> InM
 def build_datasets(dataset: str, data_dir: Optional[str] = None, *, img_size: Optional[int] = None,
                    val_split: int = 0, split_seed: int = 0, train_subset: int = 0, val_subset: int = 0,
                    download: bool = False, in_memory: Optional[bool] = None, num_classes: int = 10,
-                   fake_train_size: int = 1000, fake_val_size: int = 200, workers: int = 8):
+                   fake_train_size: int = 1000, fake_val_size: int = 200, workers: int = 8,
+                   load_train: bool = True):
     """Training and validation sets (transforms not set) and the class names.
 
     Returns ``(train_set, val_set_or_None, classes)``. ``val_split=N`` holds N training images out as
     the validation set (stratified, :func:`stratified_split`), in place of any val/test split;
     ``train_subset`` / ``val_subset`` keep a stratified subset (quick runs on real data).
+    ``load_train=False`` (evaluation) skips reading the training images when the validation set
+    does not come from them (no ``val_split``; an ``.npz`` has nothing else): ``train_set`` is None.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     size = img_size or DEFAULT_IMG_SIZE[dataset]
-    val = None
+    need_train = load_train or bool(val_split)
+    train = val = None
     if dataset == "fake":
-        train = make_fake_images(num_classes, fake_train_size, size, seed=0)
+        if need_train:
+            train = make_fake_images(num_classes, fake_train_size, size, seed=0)
         if not val_split:
             val = make_fake_images(num_classes, fake_val_size, size, seed=1)
     else:
         if not data_dir:
             raise DataError(f"--data-dir is required for dataset {dataset!r}")
         root = Path(data_dir).expanduser()
+        vname = find_val_dir(root)
         if root.suffix == ".npz":
             train = load_npz(root, workers=workers)
-        elif dataset == "imagenet" or (root / "train").is_dir():
+        elif dataset == "imagenet" or (root / "train").is_dir() or (not need_train and vname is not None):
             if not root.is_dir():
                 raise DataError(f"{root} does not exist; " + _FOLDER_LAYOUT.format(root=root))
             mem = (dataset != "imagenet") if in_memory is None else in_memory
-            train = load_image_folder(root, "train", mem, size if mem else None, workers)
-            vname = find_val_dir(root)
-            if vname is not None and not val_split:
-                val = load_image_folder(root, vname, mem, size if mem else None, workers, train.classes)
-            elif vname is None and not val_split:
+            if need_train:
+                train = load_image_folder(root, "train", mem, size if mem else None, workers)
+            if vname is None and not val_split and (root / "train").is_dir():
                 raise DataError(f"{root} has train/ but no val/ or test/ folder; add one or hold out "
                                 "training images with --val-split N. " + _FOLDER_LAYOUT.format(root=root))
+            if not val_split:
+                # without the training images, their class folders alone fix the label order
+                classes = train.classes if train is not None else _class_folders(root / "train")
+                val = load_image_folder(root, vname or "val", mem, size if mem else None, workers, classes)
         else:
-            train = _load_torchvision(dataset, root, True, download)
+            if need_train:
+                train = _load_torchvision(dataset, root, True, download)
             if not val_split:
                 val = _load_torchvision(dataset, root, False, download)
-    classes = list(train.classes)
-    labels = train.targets
+    classes = list((train if train is not None else val).classes)
     if val_split:
-        kept, held = stratified_split(labels, val_split, split_seed)
+        kept, held = stratified_split(train.targets, val_split, split_seed)
         train, val = _subset(train, kept), _subset(train, held)
-    if train_subset and train_subset < len(train):
+    if train is not None and train_subset and train_subset < len(train):
         _, keep = stratified_split(train.targets, train_subset, split_seed + 1)
         train = _subset(train, keep)
     if val is not None and val_subset and val_subset < len(val):
@@ -497,11 +510,13 @@ def set_loader_epoch(loader, epoch: int) -> None:
 class DeviceLoader:
     """Batches of an :class:`InMemoryImages` set kept on the device, augmented there (``--gpu-aug``).
 
-    Order: the same permutation DistributedSampler would give for (seed, epoch), sharded by rank.
-    Training augmentation, per image: random crop after reflect-padding by ``pad`` pixels, horizontal
-    flip with probability ``hflip``, then normalisation, and timm's batched ``RandomErasing``
-    (``reprob``). Random numbers come from a device generator seeded by (seed, epoch, rank).
-    Yields ``(x: r(B 3 H W) float, y: r(B) int64)`` on the device.
+    Order: DistributedSampler's permutation for (seed, epoch), sharded by rank (validation: in order,
+    ``rank::world_size``). Training augmentation, per image: random crop after reflect-padding by
+    ``pad`` pixels, horizontal flip with probability ``hflip``, then normalisation, and timm's batched
+    ``RandomErasing`` (``reprob``). Crops and flips draw from a device generator seeded by (seed, epoch,
+    rank) alone; erasing draws from the process's global Python and torch generators (timm takes no
+    generator), which the engine seeds per rank and keeps in its checkpoints, so a resumed run still
+    repeats it. Yields ``(x: r(B 3 H W) float, y: r(B) int64)`` on the device.
     """
 
     def __init__(self, ds: InMemoryImages, batch_size: int, device, *, train: bool, img_size: int,

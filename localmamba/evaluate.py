@@ -25,7 +25,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,33 +39,45 @@ from . import distributed as dist_utils
 # ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate_model(model: nn.Module, loader, device, amp: bool = False, amp_dtype: str = "bfloat16") -> dict:
     """Cross-entropy loss and top-1 / top-5 accuracy (percent) of ``model`` over ``loader``, summed over
     ranks when a process group exists (each rank sees its own shard)."""
-    was_training = model.training
-    model.eval()
+    return evaluate_models([model], loader, device, amp=amp, amp_dtype=amp_dtype)[0]
+
+
+@torch.no_grad()
+def evaluate_models(models: Sequence[nn.Module], loader, device, amp: bool = False,
+                    amp_dtype: str = "bfloat16") -> list[dict]:
+    """:func:`evaluate_model` of each of ``models`` in one pass over ``loader``: every batch goes to
+    every model, so a model and its EMA read the validation set once, not twice."""
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     device = torch.device(device)
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss_sum, top1, top5, n
+    sums = torch.zeros(len(models), 4, device=device, dtype=torch.float64)  # per model: loss_sum, top1, top5, n
     n = 0  # counted on the host: a device scalar per batch would make every batch wait for the GPU
     ctx = torch.autocast(device.type, dtype=getattr(torch, amp_dtype)) if amp else contextlib.nullcontext()
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with ctx:
-            logits = model(x)
-        logits = logits.float()  # r(B C)
-        k = min(5, logits.shape[-1])
-        top = logits.topk(k, dim=-1).indices  # r(B k)
-        hit = top == y[:, None]  # r(B k)
-        sums[:3] += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
-                                 hit[:, 0].sum().double(), hit.any(-1).sum().double()])
+        for i, model in enumerate(models):
+            with ctx:
+                logits = model(x)
+            logits = logits.float()  # r(B C)
+            k = min(5, logits.shape[-1])
+            top = logits.topk(k, dim=-1).indices  # r(B k)
+            hit = top == y[:, None]  # r(B k)
+            sums[i, :3] += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                                        hit[:, 0].sum().double(), hit.any(-1).sum().double()])
         n += len(y)
-    sums[3] = n
+    sums[:, 3] = n
     dist_utils.all_reduce(sums)
-    model.train(was_training)
-    loss, c1, c5, n = sums.tolist()
-    n = max(n, 1.0)
-    return {"loss": loss / n, "top1": 100 * c1 / n, "top5": 100 * c5 / n, "n": int(n)}
+    for m, mode in zip(models, was_training):
+        m.train(mode)
+    results = []
+    for loss, c1, c5, count in sums.tolist():
+        count = max(count, 1.0)
+        results.append({"loss": loss / count, "top1": 100 * c1 / count, "top5": 100 * c5 / count, "n": int(count)})
+    return results
 
 
 @torch.no_grad()
@@ -177,15 +189,18 @@ def load_model(checkpoint: str | os.PathLike, model: Optional[str] = None, *, nu
 # ----------------------------------------------------------------------------------------------
 def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, dataset: Optional[str] = None,
              data_dir: Optional[str] = None, split: str = "val", val_split: Optional[int] = None,
-             split_seed: Optional[int] = None, img_size: Optional[int] = None, batch_size: int = 256,
+             split_seed: Optional[int] = None, img_size: Optional[int] = None,
+             interpolation: Optional[str] = None, batch_size: int = 256,
              workers: int = 4, device: str = "auto", use_ema: bool = False, amp: bool = False,
              max_images: int = 0, return_predictions: bool = False, model_kwargs: Optional[dict] = None,
              trust_pickle: bool = False) -> dict:
     """Top-1 / top-5 (percent) and loss of a checkpoint on a dataset split (one process).
 
     Options left ``None`` come from an engine checkpoint's config (dataset, data folder, held-out split,
-    image size), so the same validation images as in training are used. ``split='train'`` measures
-    the training images (without augmentation). ``return_predictions`` adds ``logits`` and ``labels``.
+    image size, interpolation), so the validation images are the ones training measured, resized alike.
+    ``split='train'`` measures the training images (without augmentation). Training images are read only
+    when scored or when the validation images are held out from them (``val_split``), so a folder of
+    ``val/`` or ``test/`` alone will do. ``return_predictions`` adds ``logits`` and ``labels``.
     """
     dev = dist_utils.resolve_device(device)
     net, info = load_model(checkpoint, model, img_size=img_size, use_ema=use_ema, model_kwargs=model_kwargs,
@@ -201,12 +216,13 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if split_seed is None:
         split_seed = cfg.get("split_seed", 0) if same_data else 0
     img_size = img_size or cfg.get("img_size") or D.DEFAULT_IMG_SIZE[dataset]
+    interpolation = interpolation or cfg.get("interpolation", "bicubic")
     kw = {}
     if dataset == "fake" and same_data:
         kw = dict(fake_train_size=cfg.get("fake_train_size", 1000), fake_val_size=cfg.get("fake_val_size", 200),
                   num_classes=cfg.get("num_classes") or 10)
     train_set, val_set, classes = D.build_datasets(dataset, data_dir, img_size=img_size, val_split=val_split,
-                                                   split_seed=split_seed, **kw)
+                                                   split_seed=split_seed, load_train=split == "train", **kw)
     ds = train_set if split == "train" else val_set
     if ds is None:
         raise ValueError(f"{dataset} in {data_dir} has no validation split: pass --val-split N (the images "
@@ -214,7 +230,7 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if max_images and max_images < len(ds):
         _, keep = D.stratified_split(ds.targets, max_images, 0)
         ds = D._subset(ds, keep)
-    ds.transform = D.eval_transform(img_size)
+    ds.transform = D.eval_transform(img_size, interpolation=interpolation)
     loader = D.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
     logits, labels = predict(net, loader, dev, amp=amp)
     k = min(5, logits.shape[-1])
@@ -241,6 +257,7 @@ def main(argv=None) -> dict:
     p.add_argument("--val-split", type=int, help="held-out images, as in training (default: the checkpoint's)")
     p.add_argument("--split-seed", type=int)
     p.add_argument("--img-size", type=int)
+    p.add_argument("--interpolation", help="resize interpolation (default: the checkpoint's, else bicubic)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--device", default="auto")
@@ -252,7 +269,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     a = p.parse_args(argv)
     res = evaluate(a.checkpoint, a.model, dataset=a.dataset, data_dir=a.data_dir, split=a.split,
-                   val_split=a.val_split, split_seed=a.split_seed, img_size=a.img_size, batch_size=a.batch_size,
+                   val_split=a.val_split, split_seed=a.split_seed, img_size=a.img_size,
+                   interpolation=a.interpolation, batch_size=a.batch_size,
                    workers=a.workers, device=a.device, use_ema=a.ema, amp=a.amp, max_images=a.max_images,
                    model_kwargs=a.model_kwargs, trust_pickle=a.trust_pickle)
     res.pop("classes")

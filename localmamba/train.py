@@ -65,7 +65,7 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from . import distributed as dist_utils
-from .evaluate import evaluate_model
+from .evaluate import evaluate_models
 from .models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
 
 CHECKPOINT_FORMAT = "localmamba.train"
@@ -501,11 +501,11 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
             device, show=main and cfg.progress)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": None, "top1": None, "top5": None}
         if val_loader is not None:
-            res = evaluate_model(model, val_loader, device, amp=cfg.amp, amp_dtype=cfg.amp_dtype)
-            row.update(val_loss=res["loss"], top1=res["top1"], top5=res["top5"])
+            models = [model] if ema is None else [model, ema.module]
+            res = evaluate_models(models, val_loader, device, amp=cfg.amp, amp_dtype=cfg.amp_dtype)
+            row.update(val_loss=res[0]["loss"], top1=res[0]["top1"], top5=res[0]["top5"])
             if ema is not None:
-                res = evaluate_model(ema.module, val_loader, device, amp=cfg.amp, amp_dtype=cfg.amp_dtype)
-                row.update(ema_val_loss=res["loss"], ema_top1=res["top1"], ema_top5=res["top5"])
+                row.update(ema_val_loss=res[1]["loss"], ema_top1=res[1]["top1"], ema_top5=res[1]["top5"])
         if cfg.sched_on == "epoch":
             scheduler.step(epoch + 1)
         epoch_time = time.perf_counter() - t0

@@ -1,5 +1,6 @@
 """Datasets, splits, loaders: generated data only (no downloads)."""
 import io
+import random
 
 import numpy as np
 import pytest
@@ -112,6 +113,28 @@ def test_image_folders_lazy_and_in_memory(tmp_path):
     assert len(held) == 3 and sorted(held.targets) == [0, 1, 2]
 
 
+def test_validation_alone_leaves_the_training_images_unread(tmp_path):
+    root = D.make_fake_image_folder(tmp_path / "f", num_classes=3, train_per_class=4, val_per_class=2, size=16)
+    for f in (root / "train").rglob("*.png"):
+        f.write_bytes(b"not an image")  # decoding any training image would fail
+    train, val, classes = D.build_datasets("cifar10", str(root), load_train=False)
+    assert train is None and isinstance(val, D.InMemoryImages) and len(val) == 6
+    assert classes == ["class_0", "class_1", "class_2"]
+    (root / "val" / "class_2").rename(root / "val" / "class_9")
+    with pytest.raises(D.DataError, match="differ from the training split"):  # train/'s folders still checked
+        D.build_datasets("cifar10", str(root), load_train=False)
+    (root / "val" / "class_9").rename(root / "val" / "class_2")
+    (root / "train").rename(tmp_path / "elsewhere")
+    (root / "val").rename(root / "test")
+    for dataset in ("cifar10", "imagenet"):  # a folder of test/ alone
+        train, val, _ = D.build_datasets(dataset, str(root), load_train=False)
+        assert train is None and len(val) == 6
+    with pytest.raises(D.DataError, match="train"):  # a held-out split needs them
+        D.build_datasets("cifar10", str(root), val_split=3, load_train=False)
+    fake_train, fake_val, _ = D.build_datasets("fake", load_train=False, fake_val_size=20)
+    assert fake_train is None and torch.equal(fake_val.images, D.build_datasets("fake", fake_val_size=20)[1].images)
+
+
 def test_loader_order_and_augmentation_depend_on_seed_and_epoch_only():
     ds = D.make_fake_images(4, 64, 32)
     ds.transform = D.train_transform(32, "pad", "rand-m9-mstd0.5-inc1", reprob=0.25)
@@ -163,3 +186,16 @@ def test_device_loader_shards_and_augments():
     assert torch.allclose(xs, ref, atol=1e-5)
     # resized on the way in
     assert next(iter(D.DeviceLoader(ds, 4, "cpu", train=False, img_size=16)))[0].shape == (4, 3, 16, 16)
+
+
+def test_device_loader_crops_from_its_generator_and_erases_from_the_global_ones():
+    ds = D.make_fake_images(4, 16, 32)
+
+    def batch(global_seed, reprob):
+        random.seed(global_seed)
+        torch.manual_seed(global_seed)
+        return next(iter(D.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=3, reprob=reprob)))[0]
+
+    assert torch.equal(batch(0, 0.0), batch(1, 0.0))  # crop and flip: (seed, epoch, rank) alone
+    assert torch.equal(batch(0, 1.0), batch(0, 1.0))  # erasing: the global generators' state
+    assert not torch.equal(batch(0, 1.0), batch(1, 1.0))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from localmamba import data as D
 from localmamba import evaluate as E
 from localmamba import viz
 from localmamba import train as T
@@ -34,6 +35,20 @@ def test_engine_checkpoint_reproduces_training_metrics(run):
     assert best["top1"] == pytest.approx(rows[-1]["ema_top1"], abs=1e-6)
 
 
+def test_evaluate_models_in_one_pass_equals_separate_passes():
+    import timm
+
+    ds = D.make_fake_images(10, 40, 32, seed=1)
+    ds.transform = D.eval_transform(32)
+    loader = D.build_loader(ds, 16, train=False, workers=0)
+    torch.manual_seed(0)
+    a = timm.create_model("test_vit", num_classes=10, img_size=32)
+    b = timm.create_model("test_vit", num_classes=10, img_size=32).train()
+    both = E.evaluate_models([a.eval(), b], loader, "cpu")
+    assert both == [E.evaluate_model(a, loader, "cpu"), E.evaluate_model(b, loader, "cpu")]
+    assert both[0] != both[1] and not a.training and b.training  # modes restored
+
+
 def test_plain_state_dict_and_original_format(run, tmp_path):
     out, summary = run
     sd = torch.load(out / "last.pth", weights_only=True)["model"]
@@ -50,6 +65,40 @@ def test_plain_state_dict_and_original_format(run, tmp_path):
         assert all(torch.equal(v, sd[k]) for k, v in net.state_dict().items())
         results.append(E.evaluate(path, "test_vit", **kw))
     assert results[0]["top1"] == results[1]["top1"] and results[0]["n"] == 200  # fake's default val size
+
+
+def test_evaluating_a_val_or_test_folder_needs_no_training_images(run, tmp_path):
+    out, _ = run
+    plain = tmp_path / "plain.pth"
+    torch.save(torch.load(out / "last.pth", weights_only=True)["model"], plain)
+    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=4, val_per_class=3, size=32)
+    kw = dict(img_size=32, device="cpu", workers=0)
+    with_train = E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), **kw)
+    assert E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), split="train", **kw)["n"] == 16
+    (root / "train").rename(tmp_path / "elsewhere")
+    res = E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), **kw)
+    assert res["n"] == 12 and res["top1"] == with_train["top1"] and res["loss"] == with_train["loss"]
+    (root / "val").rename(root / "test")
+    assert E.evaluate(plain, "test_vit", dataset="imagenet", data_dir=str(root), **kw)["n"] == 12
+
+
+def test_interpolation_comes_from_the_checkpoint_as_in_training(run, tmp_path):
+    out, _ = run
+    # 48 px images scored at 32 px from a lazily read folder: the resize is the eval transform's
+    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=2, val_per_class=4, size=48)
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    ckpt["config"].update(dataset="imagenet", data_dir=str(root), val_split=0, interpolation="nearest")
+    path = tmp_path / "nearest.pth"
+    torch.save(ckpt, path)
+    net, _ = E.load_model(path)
+    _, val, _ = D.build_datasets("imagenet", str(root), load_train=False)
+    val.transform = D.eval_transform(32, interpolation="nearest")  # what training validated with
+    ref = E.evaluate_model(net, D.build_loader(val, 256, train=False, workers=0), "cpu")
+    kw = dict(device="cpu", workers=0)
+    res = E.evaluate(path, **kw)
+    assert res["loss"] == pytest.approx(ref["loss"], rel=1e-5) and res["top1"] == pytest.approx(ref["top1"])
+    bicubic = E.main(["--checkpoint", str(path), "--device", "cpu", "--workers", "0", "--interpolation", "bicubic"])
+    assert bicubic["loss"] != pytest.approx(ref["loss"], rel=1e-5)
 
 
 def test_cli_prints_json(run, capsys):

@@ -45,6 +45,31 @@ def test_run_writes_metrics_summary_and_checkpoints(tmp_path):
     assert (out / "best.pth").is_file() and not list(out.glob("*.tmp"))
 
 
+def test_ema_validation_reads_the_validation_set_once_an_epoch(tmp_path, monkeypatch):
+    passes = []
+
+    class Counting:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __iter__(self):
+            passes.append(1)
+            return iter(self.loader)
+
+    build = T.build_loaders
+
+    def counting_loaders(*args, **kwargs):
+        train_loader, val_loader = build(*args, **kwargs)
+        return train_loader, Counting(val_loader)
+
+    monkeypatch.setattr(T, "build_loaders", counting_loaders)
+    cfg = tiny(tmp_path, epochs=2, ema=True, ema_decay=0.9)
+    T.train(cfg)
+    assert len(passes) == 2
+    rows = [json.loads(l) for l in (Path(cfg.output) / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["ema_top1"] is not None and r["ema_val_loss"] is not None for r in rows)
+
+
 def test_lr_scales_with_global_batch_and_weight_decay_skips_1d(tmp_path):
     cfg = tiny(tmp_path, epochs=1, lr=1e-3, lr_base_size=64, batch_size=16)
     assert T.train(cfg)["lr"] == pytest.approx(1e-3 * 16 / 64)

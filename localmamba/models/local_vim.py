@@ -21,6 +21,7 @@ from ._compat import feature_take_indices
 
 from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
 from ._loading import register_variant
 
 __all__ = ["LocalVim", "checkpoint_filter_fn"]
@@ -28,8 +29,10 @@ __all__ = ["LocalVim", "checkpoint_filter_fn"]
 Directions = Sequence[Sequence[str] | None] | None
 
 
-class LocalVim(nn.Module):
+class LocalVim(Backbone):
     """Plain LocalMamba model. ``directions``: one tuple per layer; None (or a None entry) is a search layer."""
+
+    norm_attr = "norm_f"
 
     def __init__(
         self,
@@ -101,13 +104,7 @@ class LocalVim(nn.Module):
     def _init_weights(self, depth: int) -> None:
         """The original's initialisation: ViT-style for Linear/LayerNorm, then Mamba's rescaled out_proj."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_vit_weights(m)
         trunc_normal_(self.pos_embed, std=0.02)
         for layer in self.layers:
             w = layer.mixer.out_proj.weight
@@ -117,14 +114,7 @@ class LocalVim(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"} | {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        return {"pos_embed", "cls_token"} | super().no_weight_decay()
 
     # --- forward -------------------------------------------------------------------------------
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], int | None]:
@@ -196,16 +186,6 @@ class LocalVim(nn.Module):
         if intermediates_only:
             return maps
         return self._final_norm(hidden, residual), maps
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        if prune_norm:
-            self.norm_f = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
 
     # --- accounting -------------------------------------------------------------------------------
     def flops(self, img_size: tuple[int, int] = (224, 224), paper: bool = True) -> int:
@@ -298,29 +278,17 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVim) -
 
 # --- registry ----------------------------------------------------------------------------------------
 
-_RELEASE = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
-
-
-def _cfg(url: str = "", **kwargs) -> dict:
-    return {**dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
-                   interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                   first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
-                   paper_ids="arXiv:2403.09338"), **kwargs}
-
-
 default_cfgs = generate_default_cfgs({
-    "local_vim_tiny.in1k": _cfg(_RELEASE + "local_vim_tiny.ckpt"),
-    "local_vim_tiny_middle_cls_token.in1k": _cfg(_RELEASE + "local_vim_tiny_middle_cls_token.ckpt"),
+    "local_vim_tiny.in1k": cfg(RELEASE_URL + "local_vim_tiny.ckpt"),
+    "local_vim_tiny_middle_cls_token.in1k": cfg(RELEASE_URL + "local_vim_tiny_middle_cls_token.ckpt"),
     # The original README links LocalVim-S to local_vssm_small.ckpt, a LocalVMamba-S file: no URL here.
-    "local_vim_small.in1k": _cfg(),
-    "local_vim_tiny_search": _cfg(),
-    "vim_tiny": _cfg(),
-    "vim_small": _cfg(),
-    "local_vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, first_conv="patch_embed.convs.0",
-                                 mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
-    "test_local_vim": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0),
-    "vim_tiny_cifar": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, first_conv="patch_embed.convs.0",
-                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "local_vim_small.in1k": cfg(),
+    "local_vim_tiny_search": cfg(),
+    "vim_tiny": cfg(),
+    "vim_small": cfg(),
+    "local_vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
+    "test_local_vim": cfg(**SMALL_INPUT),
+    "vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
 })
 
 #: Per-layer directions of LocalVim-T/S, found by the original search (shared by both sizes).

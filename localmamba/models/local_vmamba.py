@@ -10,11 +10,11 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
 from timm.models import generate_default_cfgs
 from ._compat import feature_take_indices
 
 from ..layers import SS2D, PatchMerging2D, VSSBlock
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
 from ._loading import register_variant
 
 __all__ = ["LocalVMamba", "checkpoint_filter_fn"]
@@ -45,8 +45,10 @@ class Stage(nn.Module):
         return x, self.downsample(x)
 
 
-class LocalVMamba(nn.Module):
+class LocalVMamba(Backbone):
     """Hierarchical LocalMamba. ``directions``: one tuple per block over all stages; None = search supernet."""
+
+    norm_attr = "norm"
 
     def __init__(
         self,
@@ -95,28 +97,7 @@ class LocalVMamba(nn.Module):
         self.norm = nn.LayerNorm(dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_vit_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> normalised last-stage map, channels-last (B, h, w, C)."""
@@ -151,16 +132,6 @@ class LocalVMamba(nn.Module):
             return maps
         return self.norm(x), maps
 
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0)
-        return take
-
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVMamba) -> dict[str, torch.Tensor]:
     """Map an original-format LocalVMamba (``VSSM``) state dict to ours (renames only)."""
@@ -177,28 +148,21 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVMamba
 
 # --- registry ----------------------------------------------------------------------------------------
 
-_RELEASE = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
-_CIFAR = dict(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0,
-              mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
-
-
 def _cfg(url: str = "", **kwargs) -> dict:
-    return {**dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                   interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                   first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
-                   paper_ids="arXiv:2403.09338"), **kwargs}
+    """The shared defaults plus the last stage's 7x7 grid at 224 px."""
+    return cfg(url, pool_size=(7, 7), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({
     "local_vssm_tiny": _cfg(),  # the original release says "retraining..."
-    "local_vssm_small.in1k": _cfg(_RELEASE + "local_vssm_small.ckpt"),
+    "local_vssm_small.in1k": _cfg(RELEASE_URL + "local_vssm_small.ckpt"),
     "local_vssm_tiny_search": _cfg(),
     "local_vssm_small_search": _cfg(),
     "vmamba_tiny": _cfg(),
     "vmamba_small": _cfg(),
-    "local_vssm_tiny_cifar": _cfg(**_CIFAR),
-    "vmamba_tiny_cifar": _cfg(**_CIFAR),
-    "test_local_vssm": _cfg(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0),
+    "local_vssm_tiny_cifar": _cfg(**CIFAR10),
+    "vmamba_tiny_cifar": _cfg(**CIFAR10),
+    "test_local_vssm": _cfg(**SMALL_INPUT),
 })
 
 #: Per-block directions found by the original search.

@@ -45,6 +45,25 @@ def test_forward_head_features_and_classifier(name):
     assert any(n.endswith("A_logs") for n in nwd) and any(n.endswith("Ds") for n in nwd)
 
 
+@pytest.mark.parametrize("name, norm", [("test_local_vim", "norm_f"), ("test_local_vssm", "norm")])
+def test_prune_intermediate_layers_drops_later_layers_final_norm_and_head(name, norm):
+    model = timm.create_model(name)
+    assert model.prune_intermediate_layers([0], prune_norm=True) == [0]
+    assert len(model.layers) == 1 and isinstance(getattr(model, norm), torch.nn.Identity)
+    assert isinstance(model.get_classifier(), torch.nn.Identity) and model.num_classes == 0
+
+
+def test_pretrained_cfgs_of_cifar_and_imagenet_variants():
+    cifar = dict(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=(0.4914, 0.4822, 0.4465),
+                 std=(0.2470, 0.2435, 0.2616))
+    for name in ("local_vim_tiny_cifar", "vim_tiny_cifar", "local_vssm_tiny_cifar", "vmamba_tiny_cifar"):
+        assert cifar.items() <= timm.create_model(name).pretrained_cfg.items(), name
+    vim, vssm = (timm.models.get_pretrained_cfg(n) for n in ("local_vim_tiny", "local_vssm_small"))
+    assert (vim.pool_size, vssm.pool_size) == (None, (7, 7))
+    assert vim.url.endswith("v1.0.0/local_vim_tiny.ckpt") and vssm.url.endswith("v1.0.0/local_vssm_small.ckpt")
+    assert {"pos_embed", "cls_token"} <= timm.create_model("test_local_vim").no_weight_decay()
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_intermediates_and_features_only(name):
     model = timm.create_model(name).eval()

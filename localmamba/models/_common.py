@@ -1,0 +1,60 @@
+"""What LocalVim and LocalVMamba share: the classifier interface, weight init and registry defaults."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+
+from ._compat import feature_take_indices
+
+RELEASE_URL = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
+#: pretrained_cfg entries of the 32x32, 10-class variants; ``CIFAR10`` adds CIFAR-10's mean and std
+SMALL_INPUT = dict(num_classes=10, input_size=(3, 32, 32), crop_pct=1.0)
+CIFAR10 = dict(SMALL_INPUT, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+
+
+def cfg(url: str = "", **kwargs) -> dict:
+    """A pretrained_cfg with the ImageNet defaults both families start from."""
+    return {**dict(url=url, num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
+                   interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                   first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
+                   paper_ids="arXiv:2403.09338"), **kwargs}
+
+
+def init_vit_weights(m: nn.Module) -> None:
+    """The original's ViT-style initialisation of one module: truncated-normal Linear, unit LayerNorm."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class Backbone(nn.Module):
+    """timm's classifier and pruning interface over ``layers``, ``head``, ``num_features`` and the final
+    norm named by ``norm_attr``."""
+
+    norm_attr: str
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take, max_index = feature_take_indices(len(self.layers), indices)
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm:
+            setattr(self, self.norm_attr, nn.Identity())
+        if prune_head:
+            self.reset_classifier(0)
+        return take
