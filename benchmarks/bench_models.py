@@ -8,7 +8,8 @@ under bf16 autocast, in images/s, with peak memory; for each model both formulat
 process: ``stacked`` (ours: one gather and one selective-scan call for all directions of a layer) and
 ``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
 :meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
-backend (``--backend``, default auto: mamba-ssm's kernel when it imports).
+backend (``--backend``, default auto: mamba-ssm's kernel when it imports). ``--formulations compiled``
+adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed).
 """
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ import torch.nn.functional as F
 
 import localmamba  # noqa: F401
 from localmamba.layers import SS2D, MultiDirectionMamba
+from localmamba.models import compile_model
 from localmamba.ops import available_backends
 
 
-def set_formulation(model: torch.nn.Module, formulation: str) -> None:
+def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module:
+    """The model to run: its mixers switched to ``formulation``, compiled for 'compiled'."""
     for m in model.modules():
         if isinstance(m, (MultiDirectionMamba, SS2D)):
             if formulation == "loop":
                 m.forward = m.forward_loop
             elif "forward" in m.__dict__:
                 del m.forward
+    return compile_model(model) if formulation == "compiled" else model
 
 
 def make_train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast: bool = True):
@@ -66,7 +70,7 @@ def cuda_time(fn, steps: int, warmup: int) -> float:
 
 def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:
     model = timm.create_model(name, backend=backend).cuda()
-    set_formulation(model, formulation)
+    run = set_formulation(model, formulation)
     x = torch.randn(batch, 3, img, img, device="cuda")
     y = torch.randint(0, model.num_classes, (batch,), device="cuda")
     rows = []
@@ -74,32 +78,32 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
     for mode, dtype in (("infer fp32", None), ("infer bf16", torch.bfloat16)):
         def step():
             with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                model(x)
+                run(x)
         torch.cuda.reset_peak_memory_stats()
         t = cuda_time(step, steps, warmup=3)
         rows.append(dict(model=name, formulation=formulation, mode=mode, img_per_s=batch / t,
                          peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
     model.train()
-    train_step, opt = make_train_step(model, x, y)
+    train_step, opt = make_train_step(run, x, y)
     torch.cuda.reset_peak_memory_stats()
     t = cuda_time(train_step, steps, warmup=3)
     rows.append(dict(model=name, formulation=formulation, mode="train bf16", img_per_s=batch / t,
                      peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
-    del model, opt
+    del model, run, opt
     torch.cuda.empty_cache()
     return rows
 
 
 def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:
     model = timm.create_model(name, backend=backend).eval()
-    set_formulation(model, formulation)
+    run = set_formulation(model, formulation)
     x = torch.randn(batch, 3, img, img)
     times = []
     with torch.no_grad():
-        model(x)
+        run(x)
         for _ in range(steps):
             t = time.perf_counter()
-            model(x)
+            run(x)
             times.append(time.perf_counter() - t)
     t = statistics.median(times)
     return [dict(model=name, formulation=formulation, mode="infer fp32", seconds_per_batch=t, img_per_s=batch / t)]
@@ -109,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"])
+    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled"])
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")

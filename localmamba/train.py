@@ -66,7 +66,7 @@ from timm.utils import ModelEmaV3
 from . import data as D
 from . import distributed as dist_utils
 from .evaluate import evaluate_models
-from .models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
+from .models import CheckpointError, compile_model  # one error for any checkpoint that cannot be read, resumed or loaded
 
 CHECKPOINT_FORMAT = "localmamba.train"
 CHECKPOINT_VERSION = 1
@@ -422,7 +422,7 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16")
     train_model = model
     if cfg.compile:
-        train_model = torch.compile(train_model)
+        train_model = compile_model(train_model)
     if info.distributed:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device] if device.type == "cuda" else None,

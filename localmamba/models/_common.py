@@ -58,3 +58,20 @@ class Backbone(nn.Module):
         if prune_head:
             self.reset_classifier(0)
         return take
+
+
+def compile_model(model: nn.Module, **kwargs) -> nn.Module:
+    """``torch.compile(model, **kwargs)`` with a recompile limit that covers every block.
+
+    Each block's drop-path rate is a distinct Python float, and dynamo specialises on it: the shared
+    block ``forward`` is compiled once per block. Past dynamo's default limit of 8 the remaining blocks
+    silently run eagerly, so the limit is raised to the number of blocks (plus the default). (Importing
+    ``timm.optim`` lifts it for the whole process anyway: its Kron optimizer sets it to 1e6.)
+    """
+    from timm.layers import DropPath
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    blocks = sum(isinstance(m, DropPath) for m in model.modules())
+    setattr(config, name, max(getattr(config, name), blocks + 8))
+    return torch.compile(model, **kwargs)

@@ -182,3 +182,37 @@ def test_middle_class_token_model_at_other_sizes():
     pe[0, 8] = 1.0  # 4x4 grid, class token at index 8
     out = resize_pos_embed(pe, (4, 4), (6, 6), middle_cls=True)
     assert out.shape == (1, 37, 4) and out[0, 18].eq(1).all() and out[0, :18].abs().sum() == 0
+
+
+def test_compile_model_compiles_every_block_despite_distinct_drop_path_rates():
+    """In training, each block's drop-path rate is a distinct float that dynamo specialises on: plain
+    torch.compile stops compiling after 8 blocks (a warning says so); compile_model covers them all."""
+    import logging
+
+    import torch._dynamo
+
+    from localmamba.models import compile_model
+    m = timm.create_model("test_local_vim", depth=10, directions=[("h", "w2")] * 10, drop_path_rate=0.1,
+                          backend="ref").train()
+    x = torch.randn(1, 3, *m.pretrained_cfg["input_size"][1:])
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    default = getattr(config, name)
+    setattr(config, name, 8)  # dynamo's default; importing timm.optim (its kron module) raises it to 1e6
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("torch._dynamo")  # torch's loggers do not propagate to the root
+    logger.addHandler(handler)
+    hits = []
+    try:
+        for compile_fn in (torch.compile, compile_model):
+            torch._dynamo.reset()
+            records.clear()
+            compile_fn(m, backend="eager")(x).sum().backward()
+            hits.append(any("hit config" in r.getMessage() for r in records))
+    finally:
+        logger.removeHandler(handler)
+        setattr(config, name, default)
+        torch._dynamo.reset()
+    assert hits == [True, False]
