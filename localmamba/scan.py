@@ -258,7 +258,9 @@ class ScanPlan:
                 _on(self.flat_unreverse, device, key + ("u",)))
 
 
-@lru_cache(maxsize=256)
+_PLANS: dict = {}
+
+
 def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None) -> ScanPlan:
     N = H * W
     T = N + (cls_position is not None)
@@ -286,8 +288,14 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
 
 
 def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
-    """Build (once, cached) the stacked gather/reverse indices of ``directions`` on an HxW grid."""
+    """Build (once, cached) the stacked gather/reverse indices of ``directions`` on an HxW grid.
+
+    A cached plan is a plain dict lookup, which torch.compile traces without a graph break (building
+    one is not: it runs eagerly, once per key)."""
     directions = tuple(directions)
+    plan = _PLANS.get((directions, H, W, cls_position))
+    if plan is not None:
+        return plan
     if not directions:
         raise ValueError(f"need at least one direction: valid are {_VALID}")
     for d in directions:
@@ -295,7 +303,8 @@ def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | Non
     H, W = _check_grid(H, W)
     if cls_position is not None and not 0 <= cls_position <= H * W:
         raise ValueError(f"cls_position must be in [0, {H * W}], got {cls_position}")
-    return _plan(directions, H, W, cls_position)
+    plan = _PLANS[(directions, H, W, cls_position)] = _plan(directions, H, W, cls_position)
+    return plan
 
 
 def _scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:

@@ -422,7 +422,7 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16")
     train_model = model
     if cfg.compile:
-        train_model = compile_model(train_model)
+        train_model = compile_model(train_model, input_size=(3, cfg.image_size, cfg.image_size))
     if info.distributed:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device] if device.type == "cuda" else None,

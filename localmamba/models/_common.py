@@ -60,16 +60,26 @@ class Backbone(nn.Module):
         return take
 
 
-def compile_model(model: nn.Module, **kwargs) -> nn.Module:
-    """``torch.compile(model, **kwargs)`` with a recompile limit that covers every block.
+def compile_model(model: nn.Module, input_size: tuple[int, int, int] | None = None, warm: bool = True,
+                  **kwargs) -> nn.Module:
+    """``torch.compile(model, **kwargs)`` that traces these models as one graph.
 
-    Each block's drop-path rate is a distinct Python float, and dynamo specialises on it: the shared
-    block ``forward`` is compiled once per block. Past dynamo's default limit of 8 the remaining blocks
-    silently run eagerly, so the limit is raised to the number of blocks (plus the default). (Importing
-    ``timm.optim`` lifts it for the whole process anyway: its Kron optimizer sets it to 1e6.)
+    Building a scan plan (index tensors, once per grid) cannot be traced: compiled on a cold plan cache,
+    every mixer splits the graph and dynamo compiles each block apart, once per distinct drop-path rate,
+    past its recompile limit of 8 (the remaining blocks then silently run eagerly). So, with ``warm``,
+    one eager forward of a zero image of ``input_size`` (default: the model's pretrained_cfg) builds the
+    plans first, and the limit is raised to cover every block anyway (other sizes build theirs in the
+    first call).
     """
     from timm.layers import DropPath
 
+    if warm:
+        p = next(model.parameters())
+        training = model.training
+        with torch.no_grad():
+            size = input_size or model.pretrained_cfg["input_size"]
+            model.eval()(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
+        model.train(training)
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
     blocks = sum(isinstance(m, DropPath) for m in model.modules())
