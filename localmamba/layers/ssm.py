@@ -55,12 +55,18 @@ class DirectionalSSM(nn.Module):
         self.Ds._no_weight_decay = True
 
     def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
-        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L)."""
+        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L).
+
+        xs may also be a view of channels-innermost (B, L, K, D) storage (the CPU mixers' layout): the
+        selective scan then reads every (B, K*D, L) input without a transpose, and y has that layout too.
+        """
         B, K, D, L = xs.shape
         N, R = self.d_state, self.dt_rank
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        # delta in xs's layout, so that the scan reads both alike (no transpose for channels-innermost xs)
+        dts = torch.empty_like(xs, dtype=dts.dtype).copy_(dts)  # (B, K, D, L)
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)

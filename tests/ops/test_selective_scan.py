@@ -116,6 +116,15 @@ def test_torch_chunk_sizes(chunk_size):
     compare_to_oracle("torch", make_inputs(2, 6, 29, 4, 2, seed=3), True, chunk_size=chunk_size)
 
 
+@pytest.mark.parametrize("groups", [(None, 2), (2, 3), (4, 2)], ids=lambda g: "B{}C{}".format(*g))
+def test_torch_groups_of_B_and_C_differ(groups):
+    """B and C grouped differently: the torch backend scans lcm(gB, gC) internal groups."""
+    gB, gC = groups
+    x = make_inputs(2, 12, 21, 4, gC, seed=23)
+    x["B"] = make_inputs(2, 12, 21, 4, gB, seed=29)["B"]
+    compare_to_oracle("torch", x, True)
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("options", [False, True])
 def test_torch_gradcheck_fp64(grouped, options):
