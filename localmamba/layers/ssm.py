@@ -57,7 +57,7 @@ class DirectionalSSM(nn.Module):
     def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
         """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L).
 
-        xs may also be a view of channels-innermost (B, L, K, D) storage (the CPU mixers' layout): the
+        xs may also be a view of channels-innermost (L, B, K, D) storage (the CPU mixer's layout): the
         selective scan then reads every (B, K*D, L) input without a transpose, and y has that layout too.
         """
         B, K, D, L = xs.shape

@@ -270,8 +270,8 @@ class SelectiveScanTorchFn(torch.autograd.Function):
     contiguous slice. G = lcm(groups of B, groups of C): each internal group of d/G channels reads one
     row of B and one of C, so the states keep channels innermost (fast elementwise ops, and y as a
     (1, n) @ (n, d/G) matmul). The output takes u's layout and the gradients come back as time-major
-    views: a caller that passes channels-innermost (b, d, l) views (strides (.., 1, ..)) pays no
-    (b, d, l) <-> (l, b, d) transpose at all; contiguous inputs pay it inside ops that run anyway.
+    views: a caller that passes (b, d, l) views of time-major (l, b, d) storage pays no transpose at all
+    (and y is computed in the output's memory); contiguous inputs pay it inside ops that run anyway.
     """
 
     @staticmethod
@@ -307,7 +307,10 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             hs = dt.new_empty((T + 1, b, G, n, dG))                      # hs[0]: state before the chunk
             hs[0].zero_()
             a_steps, h_steps = a.unbind(0), hs.unbind(0)
-            y = dt.new_empty((l, b, d))                                  # (l, b, d)
+            out = torch.empty_like(uf)                                   # (b, d, l), u's layout
+            y = out.movedim(-1, 0)                                       # (l, b, d): y is computed in place
+            if not y.is_contiguous():                                    # unless u is time-innermost
+                y = dt.new_empty((l, b, d))
             for c, t0, t1 in chunks:
                 Tc = t1 - t0
                 if c > 0:
@@ -318,8 +321,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
                 _recurrence(a_steps, h_steps, Tc)
                 _contract_state(hs[1:Tc + 1], Ct[t0:t1], y[t0:t1])
 
-            out = torch.empty_like(uf)                                   # (b, d, l), u's layout
-            if D is not None:
+            if D is not None:                                            # may alias y: same strides
                 torch.addcmul(y.permute(1, 2, 0), uf, D.to(ct)[:, None], out=out)
             else:
                 out.copy_(y.permute(1, 2, 0))
