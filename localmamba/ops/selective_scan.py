@@ -223,14 +223,16 @@ def _decay_and_input(dt, dtu, A2, Bt, a, x):
     torch.mul(dtu.view(T, b, G, 1, dG), Bt[..., None], out=x)           # (T, b, G, n, d/G)
 
 
-def _recurrence(a, hs, steps):
-    """In place: hs[t+1] <- a[t] * hs[t] + hs[t+1] for t < steps; hs[0] holds the state before the chunk.
+def _recurrence(a, h, steps, prev):
+    """In place: h[t] <- a[t] * h[t-1] + h[t] for t < steps, where h[-1] = prev (None: zero, the first chunk).
 
-    a, hs: sequences of (b, G, n, d/G) views (``unbind`` of the chunk buffers, made once: indexing a tensor
-    in the loop would cost a view per step).
+    a, h: sequences of (b, G, n, d/G) views (``unbind`` of the chunk buffers, made once: indexing a tensor
+    in the loop would cost a view per step); prev: the state before the chunk, or None.
     """
-    for t in range(steps):
-        hs[t + 1].addcmul_(a[t], hs[t])                                  # (b, G, n, d/G)
+    if prev is not None:
+        h[0].addcmul_(a[0], prev)                                        # (b, G, n, d/G)
+    for t in range(1, steps):
+        h[t].addcmul_(a[t], h[t - 1])                                    # (b, G, n, d/G)
 
 
 def _contract_state(h, v, out):
@@ -256,7 +258,7 @@ def _contract_channels(w, h, out):
 class SelectiveScanTorchFn(torch.autograd.Function):
     """Chunked selective scan in pure PyTorch with a memory-lean, recomputing backward.
 
-    Forward: for each chunk of T steps, a = exp(delta*A) and x = delta*B*u fill two (T, b, G, n, d/G)
+    Forward: for each chunk of T steps, a = exp(delta*A) and x = delta*B*u fill (T, b, G, n, d/G)
     buffers, the recurrence runs in place (one fused multiply-add per step on a contiguous state), and y
     for the chunk is one batched matmul. Saved: the (fp32) inputs, delta after bias and softplus, and the
     state at the start of each chunk, (l/T, b, G, n, d/G).
@@ -304,22 +306,26 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             chunks = _chunks(l, T)
             states = dt.new_empty((len(chunks), b, G, n, dG)) if training else None  # (l/T, b, G, n, d/G)
             a = dt.new_empty((T, b, G, n, dG))                           # exp(delta*A)
-            hs = dt.new_empty((T + 1, b, G, n, dG))                      # hs[0]: state before the chunk
-            hs[0].zero_()
-            a_steps, h_steps = a.unbind(0), hs.unbind(0)
+            # the states of a chunk, in two buffers used in turn: the last state of one chunk stays where it
+            # is while the next chunk fills the other (no copy of the state between chunks)
+            hs = dt.new_empty((2, T, b, G, n, dG))                       # (2, T, b, G, n, d/G)
+            a_steps, h_steps = a.unbind(0), [h.unbind(0) for h in hs]
+            prev = None                                                  # the state before the chunk (zero)
             out = torch.empty_like(uf)                                   # (b, d, l), u's layout
             y = out.movedim(-1, 0)                                       # (l, b, d): y is computed in place
             if not y.is_contiguous():                                    # unless u is time-innermost
                 y = dt.new_empty((l, b, d))
             for c, t0, t1 in chunks:
                 Tc = t1 - t0
-                if c > 0:
-                    hs[0].copy_(hs[T])                                   # only the last chunk is short
-                if training:
-                    states[c].copy_(hs[0])
-                _decay_and_input(dt[t0:t1], dtu[t0:t1], A2, Bt[t0:t1], a[:Tc], hs[1:Tc + 1])
-                _recurrence(a_steps, h_steps, Tc)
-                _contract_state(hs[1:Tc + 1], Ct[t0:t1], y[t0:t1])
+                hc = hs[c % 2, :Tc]                                      # (Tc, b, G, n, d/G)
+                if training and prev is not None:
+                    states[c].copy_(prev)
+                elif training:
+                    states[c].zero_()
+                _decay_and_input(dt[t0:t1], dtu[t0:t1], A2, Bt[t0:t1], a[:Tc], hc)
+                _recurrence(a_steps, h_steps[c % 2], Tc, prev)
+                _contract_state(hc, Ct[t0:t1], y[t0:t1])
+                prev = h_steps[c % 2][Tc - 1]
 
             if D is not None:                                            # may alias y: same strides
                 torch.addcmul(y.permute(1, 2, 0), uf, D.to(ct)[:, None], out=out)
@@ -383,7 +389,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
                 hs[0].copy_(states[c])
                 torch.mul(dt[t0:t1], uc, out=dtu[:Tc])                   # (Tc, b, d)
                 _decay_and_input(dt[t0:t1], dtu[:Tc], A2, Bt[t0:t1], ac, hc)
-                _recurrence(a_steps, h_steps, Tc)
+                _recurrence(a_steps, h_steps[1:], Tc, hs[0])
                 if y is not None:
                     _contract_state(hc, Ct[t0:t1], y[t0:t1])             # (Tc, b, d)
                 # dC_t = sum over the group's channels of dy_t * h_t
