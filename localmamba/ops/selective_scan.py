@@ -241,8 +241,8 @@ def _contract_state(h, v, out):
     h: (T, b, G, n, d/G); v: (T, b, G, n); out: (T, b, d), written in place.
     """
     T, b, G, n, dG = h.shape
-    torch.matmul(v.reshape(T * b * G, 1, n), h.view(T * b * G, n, dG),
-                 out=out.view(T * b * G, 1, dG))                         # (T*b*G, 1, d/G)
+    torch.bmm(v.reshape(T * b * G, 1, n), h.view(T * b * G, n, dG),
+              out=out.view(T * b * G, 1, dG))                            # (T*b*G, 1, d/G)
 
 
 def _contract_channels(w, h, out):
@@ -251,8 +251,8 @@ def _contract_channels(w, h, out):
     w: (T, b, d); h: (T, b, G, n, d/G); out: (T, b, G, n), written in place.
     """
     T, b, G, n, dG = h.shape
-    torch.matmul(h.view(T * b * G, n, dG), w.reshape(T * b * G, dG, 1),
-                 out=out.view(T * b * G, n, 1))                          # (T*b*G, n, 1)
+    torch.bmm(h.view(T * b * G, n, dG), w.reshape(T * b * G, dG, 1),
+              out=out.view(T * b * G, n, 1))                             # (T*b*G, n, 1)
 
 
 class SelectiveScanTorchFn(torch.autograd.Function):
@@ -303,8 +303,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             Af = A.to(ct)                                                # (d, n)
             A2 = (Af * _LOG2E).view(G, dG, n).transpose(1, 2).contiguous()  # (G, n, d/G)
 
-            chunks = _chunks(l, T)
-            states = dt.new_empty((len(chunks), b, G, n, dG)) if training else None  # (l/T, b, G, n, d/G)
+            states = dt.new_empty((-(-l // T), b, G, n, dG)) if training else None  # (l/T, b, G, n, d/G)
             a = dt.new_empty((T, b, G, n, dG))                           # exp(delta*A)
             # the states of a chunk, in two buffers used in turn: the last state of one chunk stays where it
             # is while the next chunk fills the other (no copy of the state between chunks)
@@ -315,16 +314,16 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             y = out.movedim(-1, 0)                                       # (l, b, d): y is computed in place
             if not y.is_contiguous():                                    # unless u is time-innermost
                 y = dt.new_empty((l, b, d))
-            for c, t0, t1 in chunks:
-                Tc = t1 - t0
+            for c, (dtc, dtuc, Bc, Cc, yc) in enumerate(zip(*(x.split(T) for x in (dt, dtu, Bt, Ct, y)))):
+                Tc = dtc.shape[0]
                 hc = hs[c % 2, :Tc]                                      # (Tc, b, G, n, d/G)
                 if training and prev is not None:
                     states[c].copy_(prev)
                 elif training:
                     states[c].zero_()
-                _decay_and_input(dt[t0:t1], dtu[t0:t1], A2, Bt[t0:t1], a[:Tc], hc)
+                _decay_and_input(dtc, dtuc, A2, Bc, a[:Tc], hc)
                 _recurrence(a_steps, h_steps[c % 2], Tc, prev)
-                _contract_state(hc, Ct[t0:t1], y[t0:t1])
+                _contract_state(hc, Cc, yc)
                 prev = h_steps[c % 2][Tc - 1]
 
             if D is not None:                                            # may alias y: same strides
