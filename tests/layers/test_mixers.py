@@ -27,12 +27,14 @@ def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_p
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["ref", "torch"])
 @pytest.mark.parametrize("directions,hw", [(("h", "w2_flip", "v", "w7"), (7, 7)), (("w3", "v_flip"), (5, 8))])
-def test_ss2d_equals_per_direction_loop(directions, hw):
+def test_ss2d_equals_per_direction_loop(directions, hw, backend):
+    """On CPU, forward scans time-major (L, B, K, D) inputs."""
     torch.manual_seed(0)
     m = SS2D(8, directions, d_state=4)
     x = torch.randn(2, *hw, 8, requires_grad=True)
-    out, ref = m(x, backend="ref"), m.forward_loop(x, backend="ref")
+    out, ref = m(x, backend=backend), m.forward_loop(x, backend="ref")
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     gx, = torch.autograd.grad(out.sum(), x)
     gx_ref, = torch.autograd.grad(ref.sum(), x)
