@@ -50,6 +50,8 @@ class MultiDirectionMamba(nn.Module):
         B, T, _ = x.shape
         K, D = len(self.directions), self.d_inner
         plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
+        if x.device.type == "cpu":
+            return self._forward_channels_last(x, plan, backend)
         xz = multi_scan(self.in_proj(x), plan)  # (B, K, L, 2D)
         L = plan.L
         xz = xz.transpose(-1, -2)  # (B, K, 2D, L)
@@ -58,6 +60,28 @@ class MultiDirectionMamba(nn.Module):
         xs = F.silu(self.conv1d(xs)[..., :L]).view(B, K, D, L)  # causal: keep the first L outputs
         y = self.ssm(xs, z=z, backend=backend)  # (B, K, D, L), already gated by silu(z)
         y = multi_reverse(y.transpose(-1, -2), plan)  # (B, K, T, D)
+        return self.out_proj(self.merge(y))  # (B, T, d_model)
+
+    def _forward_channels_last(self, x: torch.Tensor, plan, backend: str) -> torch.Tensor:
+        """:meth:`forward` with channels innermost throughout, the fast layout on CPU (same math).
+
+        The scan inputs live in time-major (L, B, K, D) storage, seen as (B, K*D, L) views: the selective
+        scan's own layout, so it neither transposes its inputs nor copies its output, and no tensor is ever
+        transposed between channels-innermost and time-innermost. The causal depthwise conv is d_conv
+        shifted multiply-adds along L. The gate silu(z) is applied after the reverse, in token order: the
+        reverse is a gather, so y*silu(z) gathered equals gathered y times silu of the unscanned z,
+        computed once for all K directions.
+        """
+        K, D = len(self.directions), self.d_inner
+        xz = self.in_proj(x)  # (B, T, 2D)
+        xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
+        w = self.conv1d.weight.view(K, D, self.d_conv)  # (K, D, d_conv)
+        conv = torch.addcmul(self.conv1d.bias.view(K, D), xs, w[..., -1])  # (L, B, K, D)
+        for s in range(1, self.d_conv):  # out_t += w[-1-s] * x_{t-s}
+            conv[s:].addcmul_(xs[:-s], w[..., -1 - s])
+        xs = F.silu(conv, inplace=True).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L), a view of (L, B, K, D)
+        y = multi_reverse(y.transpose(-1, -2), plan) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
 
     def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,

@@ -48,7 +48,12 @@ class SS2D(nn.Module):
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
         plan = scan_plan(self.directions, H, W)
         xs = multi_scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, L, D)
-        xs = xs.transpose(-1, -2).to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # (B, K, D, L), fp32 scan: one copy
+        # fp32 for the scan, in one copy: on CPU into time-major (L, B, K, D), the torch scan's own layout
+        fp32 = dict(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+        if xs.device.type == "cpu":
+            xs = xs.permute(2, 0, 1, 3).to(**fp32).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
+        else:
+            xs = xs.transpose(-1, -2).to(**fp32)  # (B, K, D, L)
         y = self.ssm(xs, backend=backend)  # (B, K, D, L)
         y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
         y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)

@@ -55,17 +55,25 @@ class DirectionalSSM(nn.Module):
         self.Ds._no_weight_decay = True
 
     def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
-        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L)."""
+        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L).
+
+        xs may also be a view of channels-innermost (L, B, K, D) storage (the CPU mixer's layout): the
+        selective scan then reads every (B, K*D, L) input without a transpose, and y has that layout too.
+        """
         B, K, D, L = xs.shape
         N, R = self.d_state, self.dt_rank
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R+2N, L)
-        dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        # (L, B) rows: a time-major xs enters the per-direction matmul without a copy
+        x_dbl = torch.einsum("lbkd,kcd->lbkc", xs.permute(3, 0, 1, 2), self.x_proj_weight)  # (L, B, K, R+2N)
+        dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
+        dts = torch.einsum("lbkr,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        # delta in xs's layout, so that the scan reads both alike (no transpose for channels-innermost xs)
+        dts = torch.empty_like(xs, dtype=dts.dtype).copy_(dts)  # (B, K, D, L)
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
             -torch.exp(self.A_logs.float()),  # (K*D, N)
-            Bs.contiguous(), Cs.contiguous(),  # (B, K, N, L) each: one group per direction
+            Bs.permute(1, 2, 3, 0).contiguous(),  # (B, K, N, L): one group per direction
+            Cs.permute(1, 2, 3, 0).contiguous(),  # (B, K, N, L)
             D=self.Ds.float(),
             z=None if z is None else z.reshape(B, K * D, L),
             delta_bias=self.dt_projs_bias.reshape(-1).float(),

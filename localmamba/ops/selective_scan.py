@@ -29,6 +29,7 @@ output has ``u.dtype``.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 
 import torch
@@ -188,6 +189,18 @@ def _time_major(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.movedim(-1, 0).to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
+def _groups_time_major(M: torch.Tensor, G: int, dtype: torch.dtype) -> torch.Tensor:
+    """B or C, (b, n, l) or (b, g, n, l) -> (l, b, G, n): one row per internal group (G a multiple of g)."""
+    Mt = _time_major(M if M.dim() == 4 else M[:, None], dtype)          # (l, b, g, n)
+    return Mt.repeat_interleave(G // Mt.shape[2], dim=2) if Mt.shape[2] != G else Mt  # (l, b, G, n)
+
+
+def _sum_groups(x: torch.Tensor, g: int) -> torch.Tensor:
+    """(l, b, G, n) per internal group -> (l, b, g, n) per group of the input (the inverse of the repeat)."""
+    l, b, G, n = x.shape
+    return x if G == g else x.view(l, b, g, G // g, n).sum(3)
+
+
 def _chunks(l: int, T: int):
     """(index, t0, t1) of each chunk of T steps (the last one may be shorter)."""
     return [(c, t0, min(t0 + T, l)) for c, t0 in enumerate(range(0, l, T))]
@@ -199,66 +212,68 @@ _LOG2E = 1.4426950408889634
 def _decay_and_input(dt, dtu, A2, Bt, a, x):
     """Fill a = exp(delta*A) and x = delta*B*u for one chunk, in the preallocated buffers.
 
-    dt, dtu: (T, b, d); A2 = A*log2(e): (d, n) (exp2 is about twice as fast as exp on CPU, and
-    exp2(delta*A*log2 e) = exp(delta*A) with one extra rounding); Bt: (T, b, g, n);
-    a, x: (T, b, d, n), written in place.
+    dt, dtu: (T, b, d); A2 = A*log2(e) as (G, n, d/G) (exp2 is about twice as fast as exp on CPU, and
+    exp2(delta*A*log2 e) = exp(delta*A) with one extra rounding); Bt: (T, b, G, n);
+    a, x: (T, b, G, n, d/G), written in place. Channels innermost, so every op runs along d/G contiguous
+    floats rather than along n.
     """
-    T, b, d = dt.shape
-    g, n = Bt.shape[2], Bt.shape[3]
-    torch.mul(dt[..., None], A2, out=a)                                  # (T, b, d, n)
+    T, b, G, n, dG = a.shape
+    torch.mul(dt.view(T, b, G, 1, dG), A2, out=a)                       # (T, b, G, n, d/G)
     a.exp2_()
-    torch.mul(dtu.view(T, b, g, d // g, 1), Bt[:, :, :, None, :],
-              out=x.view(T, b, g, d // g, n))                            # (T, b, g, d/g, n)
+    torch.mul(dtu.view(T, b, G, 1, dG), Bt[..., None], out=x)           # (T, b, G, n, d/G)
 
 
-def _recurrence(a, hs, steps):
-    """In place: hs[t+1] <- a[t] * hs[t] + hs[t+1] for t < steps; hs[0] holds the state before the chunk.
+def _recurrence(a, h, steps, prev):
+    """In place: h[t] <- a[t] * h[t-1] + h[t] for t < steps, where h[-1] = prev (None: zero, the first chunk).
 
-    a, hs: sequences of (b, d, n) views (``unbind`` of the chunk buffers, made once: indexing a tensor in
-    the loop would cost a view per step).
+    a, h: sequences of (b, G, n, d/G) views (``unbind`` of the chunk buffers, made once: indexing a tensor
+    in the loop would cost a view per step); prev: the state before the chunk, or None.
     """
-    for t in range(steps):
-        hs[t + 1].addcmul_(a[t], hs[t])                                  # (b, d, n)
+    if prev is not None:
+        h[0].addcmul_(a[0], prev)                                        # (b, G, n, d/G)
+    for t in range(1, steps):
+        h[t].addcmul_(a[t], h[t - 1])                                    # (b, G, n, d/G)
 
 
 def _contract_state(h, v, out):
-    """out[t, b, c] = sum_n h[t, b, c, n] * v[t, b, g(c), n], as one batched (1, n) @ (n, d/g) matmul.
+    """out[t, b, c] = sum_n h[t, b, G(c), n, c'] * v[t, b, G(c), n], as one batched (1, n) @ (n, d/G) matmul.
 
-    h: (T, b, d, n); v: (T, b, g, n); out: (T, b, d), written in place. (This orientation is ~5x faster
-    on CPU than the matrix-vector one.)
+    h: (T, b, G, n, d/G); v: (T, b, G, n); out: (T, b, d), written in place.
     """
-    T, b, d, n = h.shape
-    g = v.shape[2]
-    torch.matmul(v.reshape(T * b * g, 1, n), h.view(T * b * g, d // g, n).transpose(1, 2),
-                 out=out.view(T * b * g, 1, d // g))                     # (T*b*g, 1, d/g)
+    T, b, G, n, dG = h.shape
+    torch.bmm(v.reshape(T * b * G, 1, n), h.view(T * b * G, n, dG),
+              out=out.view(T * b * G, 1, dG))                            # (T*b*G, 1, d/G)
 
 
 def _contract_channels(w, h, out):
-    """out[t, b, g, n] = sum_{c in group g} w[t, b, c] * h[t, b, c, n], as one batched matmul.
+    """out[t, b, G, n] = sum_{c in group G} w[t, b, c] * h[t, b, G, n, c'], as one batched matmul.
 
-    w: (T, b, d); h: (T, b, d, n); out: (T, b, g, n), written in place.
+    w: (T, b, d); h: (T, b, G, n, d/G); out: (T, b, G, n), written in place.
     """
-    T, b, d, n = h.shape
-    g = out.shape[2]
-    torch.matmul(w.reshape(T * b * g, 1, d // g), h.view(T * b * g, d // g, n),
-                 out=out.view(T * b * g, 1, n))                          # (T*b*g, 1, n)
+    T, b, G, n, dG = h.shape
+    torch.bmm(h.view(T * b * G, n, dG), w.reshape(T * b * G, dG, 1),
+              out=out.view(T * b * G, n, 1))                             # (T*b*G, n, 1)
 
 
 class SelectiveScanTorchFn(torch.autograd.Function):
     """Chunked selective scan in pure PyTorch with a memory-lean, recomputing backward.
 
-    Forward: for each chunk of T steps, a = exp(delta*A) and x = delta*B*u fill two (T, b, d, n)
-    buffers, the recurrence runs in place (one fused multiply-add per step on a contiguous (b, d, n)
-    state), and y for the chunk is one batched matmul. Saved: the (fp32) inputs, delta after bias and
-    softplus, and the state at the start of each chunk, (l/T, b, d, n).
+    Forward: for each chunk of T steps, a = exp(delta*A) and x = delta*B*u fill (T, b, G, n, d/G)
+    buffers, the recurrence runs in place (one fused multiply-add per step on a contiguous state), and y
+    for the chunk is one batched matmul. Saved: the (fp32) inputs, delta after bias and softplus, and the
+    state at the start of each chunk, (l/T, b, G, n, d/G).
 
     Backward, chunks in reverse: recompute the chunk's states from its saved start state, run
     dh_t = C_t*dy_t + exp(delta_{t+1} A)*dh_{t+1} in place, and form every gradient with batched
     matmuls and reductions over the chunk. No closed form and no exp of a cumulative sum is used, so
     nothing can overflow that the recurrence itself does not.
 
-    Per-step tensors are time-major, (l, b, d) and (T, b, d, n), so that one step is one contiguous
-    slice; the (b, d, l) <-> (l, b, d) transposes are fused into ops that run anyway.
+    Layout: per-step tensors are time-major, (l, b, d) and (T, b, G, n, d/G), so that one step is one
+    contiguous slice. G = lcm(groups of B, groups of C): each internal group of d/G channels reads one
+    row of B and one of C, so the states keep channels innermost (fast elementwise ops, and y as a
+    (1, n) @ (n, d/G) matmul). The output takes u's layout and the gradients come back as time-major
+    views: a caller that passes (b, d, l) views of time-major (l, b, d) storage pays no transpose at all
+    (and y is computed in the output's memory); contiguous inputs pay it inside ops that run anyway.
     """
 
     @staticmethod
@@ -266,6 +281,9 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         b, d, l, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias)
         ct = _compute_dtype(u, delta, A, B, C, D, z, delta_bias)
         T = max(1, min(int(chunk_size), l))
+        gB, gC = (M.shape[1] if M.dim() == 4 else 1 for M in (B, C))
+        G = math.lcm(gB, gC)
+        dG = d // G
         training = grad_enabled and any(ctx.needs_input_grad[:8])     # else nothing needs saving
         need_ddelta = training and (ctx.needs_input_grad[1] or ctx.needs_input_grad[7])
         with _no_autocast(u), torch.no_grad():
@@ -280,30 +298,35 @@ class SelectiveScanTorchFn(torch.autograd.Function):
                 dsp = torch.sigmoid(dt) if need_ddelta else None         # (l, b, d)
                 dt = F.softplus(dt)
             dtu = torch.mul(dt, uf.movedim(-1, 0), out=torch.empty_like(dt))  # (l, b, d)
-            Bt = _time_major(B if B.dim() == 4 else B[:, None], ct)      # (l, b, gB, n)
-            Ct = _time_major(C if C.dim() == 4 else C[:, None], ct)      # (l, b, gC, n)
+            Bt = _groups_time_major(B, G, ct)                            # (l, b, G, n)
+            Ct = _groups_time_major(C, G, ct)                            # (l, b, G, n)
             Af = A.to(ct)                                                # (d, n)
-            A2 = Af * _LOG2E                                             # (d, n)
+            A2 = (Af * _LOG2E).view(G, dG, n).transpose(1, 2).contiguous()  # (G, n, d/G)
 
-            chunks = _chunks(l, T)
-            states = dt.new_empty((len(chunks), b, d, n)) if training else None  # (l/T, b, d, n)
-            a = dt.new_empty((T, b, d, n))                               # exp(delta*A)
-            hs = dt.new_empty((T + 1, b, d, n))                          # hs[0]: state before the chunk
-            hs[0].zero_()
-            a_steps, h_steps = a.unbind(0), hs.unbind(0)
-            y = dt.new_empty((l, b, d))                                  # (l, b, d)
-            for c, t0, t1 in chunks:
-                Tc = t1 - t0
-                if c > 0:
-                    hs[0].copy_(hs[T])                                   # only the last chunk is short
-                if training:
-                    states[c].copy_(hs[0])
-                _decay_and_input(dt[t0:t1], dtu[t0:t1], A2, Bt[t0:t1], a[:Tc], hs[1:Tc + 1])
-                _recurrence(a_steps, h_steps, Tc)
-                _contract_state(hs[1:Tc + 1], Ct[t0:t1], y[t0:t1])
+            states = dt.new_empty((-(-l // T), b, G, n, dG)) if training else None  # (l/T, b, G, n, d/G)
+            a = dt.new_empty((T, b, G, n, dG))                           # exp(delta*A)
+            # the states of a chunk, in two buffers used in turn: the last state of one chunk stays where it
+            # is while the next chunk fills the other (no copy of the state between chunks)
+            hs = dt.new_empty((2, T, b, G, n, dG))                       # (2, T, b, G, n, d/G)
+            a_steps, h_steps = a.unbind(0), [h.unbind(0) for h in hs]
+            prev = None                                                  # the state before the chunk (zero)
+            out = torch.empty_like(uf)                                   # (b, d, l), u's layout
+            y = out.movedim(-1, 0)                                       # (l, b, d): y is computed in place
+            if not y.is_contiguous():                                    # unless u is time-innermost
+                y = dt.new_empty((l, b, d))
+            for c, (dtc, dtuc, Bc, Cc, yc) in enumerate(zip(*(x.split(T) for x in (dt, dtu, Bt, Ct, y)))):
+                Tc = dtc.shape[0]
+                hc = hs[c % 2, :Tc]                                      # (Tc, b, G, n, d/G)
+                if training and prev is not None:
+                    states[c].copy_(prev)
+                elif training:
+                    states[c].zero_()
+                _decay_and_input(dtc, dtuc, A2, Bc, a[:Tc], hc)
+                _recurrence(a_steps, h_steps[c % 2], Tc, prev)
+                _contract_state(hc, Cc, yc)
+                prev = h_steps[c % 2][Tc - 1]
 
-            out = uf.new_empty((b, d, l))                                # (b, d, l)
-            if D is not None:
+            if D is not None:                                            # may alias y: same strides
                 torch.addcmul(y.permute(1, 2, 0), uf, D.to(ct)[:, None], out=out)
             else:
                 out.copy_(y.permute(1, 2, 0))
@@ -314,7 +337,7 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             out = out.to(u.dtype)
 
         ctx.save_for_backward(uf, dt, Af, Bt, Ct, D, zf, states, dsp)
-        ctx.meta = dict(T=T, has_bias=delta_bias is not None,
+        ctx.meta = dict(T=T, gB=gB, gC=gC, has_bias=delta_bias is not None,
                         B3=B.dim() == 3, C3=C.dim() == 3,
                         dtypes=[t.dtype if t is not None else None
                                 for t in (u, delta, A, B, C, D, z, delta_bias)])
@@ -328,12 +351,12 @@ class SelectiveScanTorchFn(torch.autograd.Function):
         T = meta["T"]
         l, b, d = dt.shape
         n = Af.shape[1]
-        gB, gC = Bt.shape[2], Ct.shape[2]
-        ct = dt.dtype
+        G = Bt.shape[2]
+        dG = d // G
         need = ctx.needs_input_grad
         with _no_autocast(dt):
-            dout = dout.to(ct)                                           # (b, d, l)
-            Df = D.to(ct)[:, None] if D is not None else None            # (d, 1)
+            dout = dout.to(dt.dtype)                                     # (b, d, l)
+            Df = D.to(dt.dtype)[:, None] if D is not None else None      # (d, 1)
             if zf is not None:
                 sz = torch.sigmoid(zf)                                   # (b, d, l)
                 dy_nat = dout * (zf * sz)                                # dL/dy = dout * silu(z)
@@ -343,37 +366,38 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             du = torch.empty_like(dt)                                    # (l, b, d), scan part of du
             ddt = torch.empty_like(dt)                                   # (l, b, d)
             y = torch.empty_like(dt) if zf is not None else None         # (l, b, d), for dz
-            dA = torch.zeros_like(Af)                                    # (d, n)
-            dB = dt.new_empty((l, b, gB, n))                             # (l, b, gB, n)
-            dC = dt.new_empty((l, b, gC, n))                             # (l, b, gC, n)
-            A2 = Af * _LOG2E                                             # (d, n)
+            dA = dt.new_zeros((G, n, dG))                                # (G, n, d/G)
+            dB = dt.new_empty((l, b, G, n))                              # (l, b, G, n)
+            dC = dt.new_empty((l, b, G, n))                              # (l, b, G, n)
+            Ag = Af.view(G, dG, n).transpose(1, 2).contiguous()          # (G, n, d/G)
+            A2 = Ag * _LOG2E                                             # (G, n, d/G)
 
             q = dt.new_empty((T, b, d))                                  # (T, b, d)
             dtu = dt.new_empty((T, b, d))                                # (T, b, d)
-            a = dt.new_empty((T, b, d, n))                               # exp(delta*A), then dh*a*h_prev
-            hs = dt.new_empty((T + 1, b, d, n))                          # hs[0] = h_{t0-1}, hs[1:] = states
-            dh = dt.new_empty((T, b, d, n))                              # adjoint dL/dh_t
-            carry = dt.new_zeros((b, d, n))                              # exp(delta_{t1} A) * dh_{t1}
+            a = dt.new_empty((T, b, G, n, dG))                           # exp(delta*A), then dh*a*h_prev
+            hs = dt.new_empty((T + 1, b, G, n, dG))                      # hs[0] = h_{t0-1}, hs[1:] = states
+            dh = dt.new_empty((T, b, G, n, dG))                          # adjoint dL/dh_t
+            carry = dt.new_zeros((b, G, n, dG))                          # exp(delta_{t1} A) * dh_{t1}
             a_steps, h_steps, dh_steps = a.unbind(0), hs.unbind(0), dh.unbind(0)
             for c, t0, t1 in reversed(_chunks(l, T)):
                 Tc = t1 - t0
                 ac, hc, dhc, qc = a[:Tc], hs[1:Tc + 1], dh[:Tc], q[:Tc]
                 uc = uf[:, :, t0:t1].permute(2, 0, 1)                    # (Tc, b, d), strided
+                dtc = dt[t0:t1].view(Tc, b, G, 1, dG)                    # (Tc, b, G, 1, d/G)
                 # recompute the chunk's states from the saved state at its start
                 hs[0].copy_(states[c])
                 torch.mul(dt[t0:t1], uc, out=dtu[:Tc])                   # (Tc, b, d)
                 _decay_and_input(dt[t0:t1], dtu[:Tc], A2, Bt[t0:t1], ac, hc)
-                _recurrence(a_steps, h_steps, Tc)
+                _recurrence(a_steps, h_steps[1:], Tc, hs[0])
                 if y is not None:
                     _contract_state(hc, Ct[t0:t1], y[t0:t1])             # (Tc, b, d)
                 # dC_t = sum over the group's channels of dy_t * h_t
                 _contract_channels(dy[t0:t1], hc, dC[t0:t1])
                 # adjoint recurrence: dh_t = C_t*dy_t + a_{t+1}*dh_{t+1}
-                torch.mul(dy[t0:t1].view(Tc, b, gC, d // gC, 1), Ct[t0:t1, :, :, None, :],
-                          out=dhc.view(Tc, b, gC, d // gC, n))           # (Tc, b, gC, d/gC, n)
+                torch.mul(dy[t0:t1].view(Tc, b, G, 1, dG), Ct[t0:t1, ..., None], out=dhc)  # (Tc, b, G, n, d/G)
                 dhc[-1].add_(carry)
                 for t in range(Tc - 2, -1, -1):
-                    dh_steps[t].addcmul_(a_steps[t + 1], dh_steps[t + 1])  # (b, d, n)
+                    dh_steps[t].addcmul_(a_steps[t + 1], dh_steps[t + 1])  # (b, G, n, d/G)
                 # input x_t = delta_t*B_t*u_t: du = delta*(dh.B), ddelta = u*(dh.B), dB = sum_c dh*delta*u
                 _contract_state(dhc, Bt[t0:t1], qc)                      # (Tc, b, d)
                 torch.mul(dt[t0:t1], qc, out=du[t0:t1])
@@ -382,11 +406,11 @@ class SelectiveScanTorchFn(torch.autograd.Function):
                 # decay a_t = exp(delta_t*A): w = dh_t*a_t*h_{t-1}; ddelta += w.A, dA += sum_{t,b} w*delta
                 ac.mul_(dhc)
                 carry.copy_(ac[0])
-                ac.mul_(hs[:Tc])                                         # w: (Tc, b, d, n)
-                torch.mul(ac, dt[t0:t1, :, :, None], out=dhc)            # dh is free now
-                dA += dhc.sum(dim=(0, 1))                                # (d, n)
-                ac.mul_(Af)
-                ddt[t0:t1] += ac.sum(dim=-1)                             # (Tc, b, d)
+                ac.mul_(hs[:Tc])                                         # w: (Tc, b, G, n, d/G)
+                torch.mul(ac, dtc, out=dhc)                              # dh is free now
+                dA += dhc.sum(dim=(0, 1))                                # (G, n, d/G)
+                ac.mul_(Ag)
+                ddt[t0:t1].view(Tc, b, G, dG).add_(ac.sum(dim=3))        # (Tc, b, G, d/G)
 
             if dsp is not None:                                          # through delta = softplus(delta + bias)
                 ddt.mul_(dsp)
@@ -394,18 +418,20 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             dD = (dy_nat * uf).sum(dim=(0, 2)) if D is not None and need[5] else None  # (d,)
             du_nat = dz = None
             if need[0]:                                                  # du = dy*D + scan part
-                du_nat = uf.new_empty((b, d, l))
+                du_nat = torch.empty_like(uf)                            # (b, d, l), u's layout
                 if Df is not None:
                     torch.addcmul(du.permute(1, 2, 0), dy_nat, Df, out=du_nat)
                 else:
                     du_nat.copy_(du.permute(1, 2, 0))
             if zf is not None and need[6]:                               # dz = dout*silu'(z)*(y + D*u)
-                dz = uf.new_empty((b, d, l))
+                dz = torch.empty_like(uf)                                # (b, d, l), u's layout
                 if Df is not None:
                     torch.addcmul(y.permute(1, 2, 0), uf, Df, out=dz)
                 else:
                     dz.copy_(y.permute(1, 2, 0))
                 dz.mul_(dout).mul_(sz * (1 + zf * (1 - sz)))
+            dA = dA.transpose(1, 2).reshape(d, n)                        # (d, n)
+            dB, dC = _sum_groups(dB, meta["gB"]), _sum_groups(dC, meta["gC"])  # (l, b, g, n)
 
         dtypes = meta["dtypes"]
 
@@ -413,11 +439,11 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             return x.to(dtypes[i]) if x is not None and need[i] else None
 
         def back(x, i, squeeze=False):
-            """(l, b, ...) -> the input's (b, ..., l) layout and dtype."""
+            """(l, b, ...) -> the input's (b, ..., l) shape and dtype, as a view (no transposing copy)."""
             if not need[i]:
                 return None
             x = x.movedim(0, -1)
-            return (x.squeeze(1) if squeeze else x).to(dtypes[i], memory_format=torch.contiguous_format)
+            return (x.squeeze(1) if squeeze else x).to(dtypes[i])
 
         return (cast(du_nat, 0), back(ddt, 1), cast(dA, 2), back(dB, 3, meta["B3"]), back(dC, 4, meta["C3"]),
                 cast(dD, 5), cast(dz, 6), cast(dbias, 7), None, None, None)

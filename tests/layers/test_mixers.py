@@ -5,17 +5,19 @@ import torch
 from localmamba.layers import SS2D, DirectionMerge, MultiDirectionMamba
 
 
+@pytest.mark.parametrize("backend", ["ref", "torch"])
 @pytest.mark.parametrize("directions,grid,cls_position", [
     (("h", "v_flip", "w2", "w3_flip"), (5, 6), None),
     (("h_flip", "w4", "v"), (4, 4), 8),
     (None, (3, 5), None),  # search supernet, 8 candidates
 ])
-def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_position):
+def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_position, backend):
+    """On CPU, forward takes the channels-innermost path (conv as shifted adds, gate after the reverse)."""
     torch.manual_seed(0)
     m = MultiDirectionMamba(16, directions, d_state=4)
     T = grid[0] * grid[1] + (cls_position is not None)
     x = torch.randn(2, T, 16, requires_grad=True)
-    out = m(x, grid, cls_position=cls_position, backend="ref")
+    out = m(x, grid, cls_position=cls_position, backend=backend)
     ref = m.forward_loop(x, grid, cls_position=cls_position, backend="ref")
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     g = torch.randn_like(out)
@@ -25,12 +27,14 @@ def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_p
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["ref", "torch"])
 @pytest.mark.parametrize("directions,hw", [(("h", "w2_flip", "v", "w7"), (7, 7)), (("w3", "v_flip"), (5, 8))])
-def test_ss2d_equals_per_direction_loop(directions, hw):
+def test_ss2d_equals_per_direction_loop(directions, hw, backend):
+    """On CPU, forward scans time-major (L, B, K, D) inputs."""
     torch.manual_seed(0)
     m = SS2D(8, directions, d_state=4)
     x = torch.randn(2, *hw, 8, requires_grad=True)
-    out, ref = m(x, backend="ref"), m.forward_loop(x, backend="ref")
+    out, ref = m(x, backend=backend), m.forward_loop(x, backend="ref")
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     gx, = torch.autograd.grad(out.sum(), x)
     gx_ref, = torch.autograd.grad(ref.sum(), x)

@@ -116,6 +116,15 @@ def test_torch_chunk_sizes(chunk_size):
     compare_to_oracle("torch", make_inputs(2, 6, 29, 4, 2, seed=3), True, chunk_size=chunk_size)
 
 
+@pytest.mark.parametrize("groups", [(None, 2), (2, 3), (4, 2)], ids=lambda g: "B{}C{}".format(*g))
+def test_torch_groups_of_B_and_C_differ(groups):
+    """B and C grouped differently: the torch backend scans lcm(gB, gC) internal groups."""
+    gB, gC = groups
+    x = make_inputs(2, 12, 21, 4, gC, seed=23)
+    x["B"] = make_inputs(2, 12, 21, 4, gB, seed=29)["B"]
+    compare_to_oracle("torch", x, True)
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("options", [False, True])
 def test_torch_gradcheck_fp64(grouped, options):
@@ -181,12 +190,15 @@ def test_inputs_not_modified_and_noncontiguous_ok():
     run(selective_scan, inputs, True, backend="torch")
     for k, v in inputs.items():
         assert torch.equal(v, before[k]), k
-    # non-contiguous u / delta / z (a transposed buffer), as a layer may pass them
-    x = make_inputs(2, 6, 19, 4, 3, seed=19)
-    for k in ("u", "delta", "z"):
-        x[k] = x[k].transpose(1, 2).contiguous().transpose(1, 2)
-        assert not x[k].is_contiguous()
-    compare_to_oracle("torch", x, True)
+    # non-contiguous u / delta / z, as a layer may pass them: views of (b, l, d) and of time-major (l, b, d)
+    # storage (the latter is the backend's own layout: y is then computed in the output's memory)
+    for perm, inverse in (((0, 2, 1), (0, 2, 1)), ((2, 0, 1), (1, 2, 0))):
+        x = make_inputs(2, 6, 19, 4, 3, seed=19)
+        for k in ("u", "delta", "z"):
+            x[k] = x[k].permute(*perm).contiguous().permute(*inverse)
+            assert not x[k].is_contiguous()
+        compare_to_oracle("torch", x, True)
+        compare_to_oracle("torch", dict(x, D=None), True)
 
 
 def test_torch_backend_does_not_store_every_state():
