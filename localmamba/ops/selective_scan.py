@@ -45,8 +45,9 @@ __all__ = [
 
 BACKENDS = ("auto", "ref", "torch", "cuda", "triton")
 #: Steps per chunk of the torch backend. Small chunks keep the (T, b, d, n) buffers in cache (6 MB each for
-#: a LocalVim-T layer at T=8) and the saved boundary states at 1/T of all states; on a 2-core AMD EPYC,
-#: T=6..8 ran fastest (T=4: +10%, T=16: +15% forward time).
+#: a LocalVim-T layer at T=8) and the saved boundary states at 1/T of all states. On a 2-core AMD EPYC,
+#: T=6..8 ran fastest with the earlier layout (T=4: +10%, T=16: +15% forward time); with the channels-last
+#: buffers, T=6 to 16 could not be told apart inside LocalVim-T.
 DEFAULT_CHUNK_SIZE = 8
 
 _CUDA_INSTALL_HINT = (
