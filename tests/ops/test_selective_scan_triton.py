@@ -42,6 +42,8 @@ for a, r in zip(sliced, grads):
 
 def test_triton_kernel_matches_oracle_in_interpreter():
     pytest.importorskip("triton")
+    if torch.cuda.is_available():  # the GPU test below runs the compiled kernel instead
+        pytest.skip("a CUDA GPU is present: the kernel is checked on it")
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", CHECK.format(device="cpu")], env=env, capture_output=True, text=True,
                        timeout=600)
