@@ -258,9 +258,10 @@ class ScanPlan:
                 _on(self.flat_unreverse, device, key + ("u",)))
 
 
-_PLANS: dict = {}
+_PLANS: dict = {}  # (directions, H, W, cls_position) as passed -> plan: scan_plan's fast path
 
 
+@lru_cache(maxsize=256)
 def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None) -> ScanPlan:
     N = H * W
     T = N + (cls_position is not None)
