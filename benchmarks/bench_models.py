@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import localmamba  # noqa: F401
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import compile_model
-from localmamba.ops import available_backends
+from localmamba.ops import available_backends, selective_scan
 
 
 def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module:
@@ -66,6 +66,43 @@ def cuda_time(fn, steps: int, warmup: int) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
+
+
+def train_img_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seconds: float = 6.0,
+                compile: bool = False) -> tuple[float, float]:
+    """Images/s of training steps (:func:`make_train_step`) over ``seconds`` after 3 untimed ones, and
+    the seconds those 3 took (compiling included)."""
+    t0 = time.perf_counter()
+    step, _ = make_train_step(torch.compile(model) if compile else model, x, y)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        step()
+        k += 1
+        if k % 5 == 0:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    return k * x.shape[0] / (time.perf_counter() - t0), first
+
+
+def scan_ms(b: int, d: int, l: int, n: int, g: int, backend: str, bwd: bool) -> float:
+    """Median ms of the selective scan alone (forward, or forward and backward) on random inputs of one
+    layer's shape: batch, channels, length, d_state, groups; z, D, bias and softplus on."""
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, device="cuda") * scale).requires_grad_(bwd)
+    u, dl, z = rnd(b, d, l), rnd(b, d, l, scale=0.5), rnd(b, d, l)  # (B, D, L)
+    A = (-torch.rand(d, n, device="cuda") * 2 - 0.1).requires_grad_(bwd)  # (D, N)
+    B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
+    D, db = rnd(d), rnd(d, scale=0.3)
+
+    def f():
+        o = selective_scan(u, dl, A, B, C, D, z=z, delta_bias=db, delta_softplus=True, backend=backend)
+        if bwd:
+            o.sum().backward()
+    return cuda_time(f, 10, warmup=3) * 1e3
 
 
 def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:

@@ -7,15 +7,13 @@ directions / Vim-style h, h_flip), p (patch size), d (width), the depth and n (d
 timed alone at the shapes of one layer (batch, K*d_inner, length, d_state, K): cuda = mamba-ssm,
 triton = ours. The profile is one training step of local_vim_tiny_cifar, by CUDA time.
 """
-import time
 
 import timm
 import torch
-from bench_models import cuda_time, make_train_step
+from bench_models import make_train_step, scan_ms, train_img_s
 
 import localmamba  # noqa: F401
 from localmamba.flops import count_params
-from localmamba.ops import selective_scan
 
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
@@ -26,18 +24,7 @@ def train_speed(model, kw, batch=512, seconds=6.0, backend="auto", compile=False
     m = timm.create_model(model, backend=backend, stem="patch", **kw).cuda().train()
     x = torch.randn(batch, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (batch,), device="cuda")
-    step, _ = make_train_step(torch.compile(m) if compile else m, x, y)
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        step()
-        n += 1
-        if n % 5 == 0:
-            torch.cuda.synchronize()
-    torch.cuda.synchronize()
-    return n * batch / (time.perf_counter() - t0), count_params(m)
+    return train_img_s(m, x, y, seconds, compile=compile)[0], count_params(m)
 
 
 L, V = "local_vim_tiny_cifar", "vim_tiny_cifar"  # their registered directions (V: h, h_flip in every layer)
@@ -61,26 +48,10 @@ for name, backend, compile in runs:
         print(name, backend, "FAILED", repr(e)[:300], flush=True)
 
 
-def scan_t(b, d, l, n, g, backend, bwd):
-    """Median ms of the scan alone (forward, or forward and backward) on random inputs of one layer's shape."""
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, device="cuda") * scale).requires_grad_(bwd)
-    u, dl, z = rnd(b, d, l), rnd(b, d, l, scale=0.5), rnd(b, d, l)  # (B, D, L)
-    A = (-torch.rand(d, n, device="cuda") * 2 - 0.1).requires_grad_(bwd)  # (D, N)
-    B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
-    D, db = rnd(d), rnd(d, scale=0.3)
-
-    def f():
-        o = selective_scan(u, dl, A, B, C, D, z=z, delta_bias=db, delta_softplus=True, backend=backend)
-        if bwd:
-            o.sum().backward()
-    return cuda_time(f, 10, warmup=3) * 1e3
-
-
 for shp in [(512, 1536, 64, 16, 4), (512, 1024, 256, 16, 4), (128, 1536, 196, 16, 4)]:
     for be in ["cuda", "triton"]:
         try:
-            print(f"scan {shp} {be}: fwd {scan_t(*shp, be, False):.2f} ms  fwd+bwd {scan_t(*shp, be, True):.2f} ms", flush=True)
+            print(f"scan {shp} {be}: fwd {scan_ms(*shp, be, False):.2f} ms  fwd+bwd {scan_ms(*shp, be, True):.2f} ms", flush=True)
         except Exception as e:
             print("scan", shp, be, "FAILED", repr(e)[:200], flush=True)
 

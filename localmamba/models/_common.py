@@ -60,26 +60,23 @@ class Backbone(nn.Module):
         return take
 
 
-def compile_model(model: nn.Module, input_size: tuple[int, int, int] | None = None, warm: bool = True,
-                  **kwargs) -> nn.Module:
+def compile_model(model: nn.Module, input_size: tuple[int, int, int] | None = None, **kwargs) -> nn.Module:
     """``torch.compile(model, **kwargs)`` that traces these models as one graph.
 
     Building a scan plan (index tensors, once per grid) cannot be traced: compiled on a cold plan cache,
     every mixer splits the graph and dynamo compiles each block apart, once per distinct drop-path rate,
-    past its recompile limit of 8 (the remaining blocks then silently run eagerly). So, with ``warm``,
-    one eager forward of a zero image of ``input_size`` (default: the model's pretrained_cfg) builds the
-    plans first, and the limit is raised to cover every block anyway (other sizes build theirs in the
-    first call).
+    past its recompile limit of 8 (the remaining blocks then silently run eagerly). So one eager forward
+    of a zero image of ``input_size`` (default: the model's pretrained_cfg) builds the plans first, and
+    the limit is raised to cover every block anyway (other sizes build theirs in the first call).
     """
     from timm.layers import DropPath
 
-    if warm:
-        p = next(model.parameters())
-        training = model.training
-        with torch.no_grad():
-            size = input_size or model.pretrained_cfg["input_size"]
-            model.eval()(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
-        model.train(training)
+    p = next(model.parameters())
+    training = model.training
+    with torch.no_grad():
+        size = input_size or model.pretrained_cfg["input_size"]
+        model.eval()(torch.zeros(1, *size, device=p.device, dtype=p.dtype))
+    model.train(training)
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
     blocks = sum(isinstance(m, DropPath) for m in model.modules())
