@@ -236,6 +236,10 @@ class ScanPlan:
     flat_reverse: torch.Tensor  # (K*T,) reverse offset by k*L: indices into the flattened (K*L) sequences
     flat_unreverse: torch.Tensor  # (K*L,) gather offset by k*(T+1): indices into K zero-padded token rows
     padded: bool  # some direction reads the zero row T (window padding or unequal lengths)
+    # the same three for the interleaved layout (B, L, K, C), position-major: rows l*K + k
+    flat_gather_lk: torch.Tensor  # (L*K,) gather transposed: into T+1
+    flat_reverse_lk: torch.Tensor  # (K*T,) reverse*K + k: into the L*K interleaved rows
+    flat_unreverse_lk: torch.Tensor  # (L*K,) flat_unreverse transposed: into K*(T+1)
 
     @property
     def K(self) -> int:
@@ -249,13 +253,16 @@ class ScanPlan:
     def L(self) -> int:
         return self.gather.shape[1]
 
-    def indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def indices(self, device: torch.device, interleaved: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(flat gather, flat reverse, flat unreverse) on ``device``: gather (K*L,) into T+1, reverse
-        (K*T,) into K*L, unreverse (K*L,) into K*(T+1)."""
-        key = ("plan", self.directions, self.H, self.W, self.cls_position)
+        (K*T,) into K*L, unreverse (K*L,) into K*(T+1); ``interleaved``: their versions for scanned
+        sequences laid out (B, L, K, C) rather than (B, K, L, C)."""
+        key = ("plan", self.directions, self.H, self.W, self.cls_position, interleaved)
         device = torch.device(device)
-        return (_on(self.flat_gather, device, key + ("g",)), _on(self.flat_reverse, device, key + ("r",)),
-                _on(self.flat_unreverse, device, key + ("u",)))
+        g, r, u = ((self.flat_gather_lk, self.flat_reverse_lk, self.flat_unreverse_lk) if interleaved else
+                   (self.flat_gather, self.flat_reverse, self.flat_unreverse))
+        return _on(g, device, key + ("g",)), _on(r, device, key + ("r",)), _on(u, device, key + ("u",))
 
 
 _PLANS: dict = {}  # (directions, H, W, cls_position) as passed -> plan: scan_plan's fast path
@@ -283,9 +290,10 @@ def _plan(directions: tuple[str, ...], H: int, W: int, cls_position: int | None)
     reverse = torch.stack(reverses)  # (K, T)
     k = torch.arange(len(directions)).unsqueeze(1)
     flat_reverse = (reverse + k * L).flatten()
-    flat_unreverse = (gather + k * (T + 1)).flatten()
+    unreverse = gather + k * (T + 1)  # (K, L)
     return ScanPlan(tuple(directions), H, W, cls_position, gather, reverse, tuple(lengths), gather.flatten(),
-                    flat_reverse, flat_unreverse, bool((gather == T).any()))
+                    flat_reverse, unreverse.flatten(), bool((gather == T).any()),
+                    gather.t().flatten(), (reverse * len(directions) + k).flatten(), unreverse.t().flatten())
 
 
 def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | None = None) -> ScanPlan:
@@ -308,24 +316,27 @@ def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | Non
     return plan
 
 
-def _scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
-    gather = plan.indices(x.device)[0]
+def _scan(x: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> torch.Tensor:
+    gather = plan.indices(x.device, interleaved)[0]
     xp = F.pad(x, (0, 0, 0, 1)) if plan.padded else x  # (B, T+1, C): row T is the zero that padding reads
-    return xp.index_select(1, gather).view(x.shape[0], plan.K, plan.L, x.shape[2])  # (B, K, L, C)
+    out = xp.index_select(1, gather)  # (B, K*L, C) or (B, L*K, C)
+    return out.view(x.shape[0], plan.L, plan.K, x.shape[2]) if interleaved else out.view(
+        x.shape[0], plan.K, plan.L, x.shape[2])  # (B, L, K, C) or (B, K, L, C)
 
 
-def _reverse(y: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
-    B, K, L, C = y.shape
-    reverse = plan.indices(y.device)[1]
-    return y.reshape(B, K * L, C).index_select(1, reverse).view(B, K, plan.T, C)  # (B, K, T, C)
+def _reverse(y: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> torch.Tensor:
+    B, C = y.shape[0], y.shape[3]
+    reverse = plan.indices(y.device, interleaved)[1]
+    return y.reshape(B, plan.K * plan.L, C).index_select(1, reverse).view(B, plan.K, plan.T, C)  # (B, K, T, C)
 
 
-def _unreverse(g: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
+def _unreverse(g: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> torch.Tensor:
     """Adjoint of :func:`_reverse`: token-order rows back to scan positions, zeros on padding."""
     B, K, T, C = g.shape
-    unreverse = plan.indices(g.device)[2]
+    unreverse = plan.indices(g.device, interleaved)[2]
     gp = F.pad(g, (0, 0, 0, 1))  # (B, K, T+1, C): row T of each direction is the zero for padding
-    return gp.view(B, K * (T + 1), C).index_select(1, unreverse).view(B, K, plan.L, C)  # (B, K, L, C)
+    out = gp.view(B, K * (T + 1), C).index_select(1, unreverse)  # (B, K*L, C) or (B, L*K, C)
+    return out.view(B, plan.L, K, C) if interleaved else out.view(B, K, plan.L, C)
 
 
 class _Gather(torch.autograd.Function):
@@ -333,29 +344,43 @@ class _Gather(torch.autograd.Function):
     directions, reverse <-> unreverse. Double backward works, as each backward is a _Gather again."""
 
     @staticmethod
-    def forward(ctx, x, plan, op):
-        ctx.plan, ctx.op = plan, op
-        return _OPS[op](x, plan)
+    def forward(ctx, x, plan, op, interleaved=False):
+        ctx.plan, ctx.op, ctx.interleaved = plan, op, interleaved
+        return _OPS[op](x, plan, interleaved)
 
     @staticmethod
     def backward(ctx, g):
         if ctx.op == "scan":
-            return _Gather.apply(g, ctx.plan, "reverse").sum(1), None, None  # (B, T, C)
-        return _Gather.apply(g, ctx.plan, "unreverse" if ctx.op == "reverse" else "reverse"), None, None
+            return _Gather.apply(g, ctx.plan, "reverse", ctx.interleaved).sum(1), None, None, None  # (B, T, C)
+        adjoint = "unreverse" if ctx.op == "reverse" else "reverse"
+        return _Gather.apply(g, ctx.plan, adjoint, ctx.interleaved), None, None, None
 
 
 _OPS = {"scan": _scan, "reverse": _reverse, "unreverse": _unreverse}
+_LAYOUTS = {"bklc": False, "blkc": True}
 
 
-def multi_scan(x: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
-    """Scan tokens-last x (B, T, C) in all of the plan's directions: -> (B, K, L, C), zero-padded."""
+def _interleaved(layout: str) -> bool:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {list(_LAYOUTS)}, got {layout!r}")
+    return _LAYOUTS[layout]
+
+
+def multi_scan(x: torch.Tensor, plan: ScanPlan, layout: str = "bklc") -> torch.Tensor:
+    """Scan tokens-last x (B, T, C) in all of the plan's directions, zero-padded: -> (B, K, L, C), or with
+    ``layout="blkc"`` (B, L, K, C), the K directions interleaved per position: channels-last (B, L, K*C),
+    the layout in which the GPU kernels read every channel of a step at once."""
     if x.dim() != 3 or x.shape[1] != plan.T:
         raise ValueError(f"multi_scan: x must be (B, {plan.T}, C) for this plan, got {tuple(x.shape)}")
-    return _Gather.apply(x, plan, "scan")
+    return _Gather.apply(x, plan, "scan", _interleaved(layout))
 
 
-def multi_reverse(y: torch.Tensor, plan: ScanPlan) -> torch.Tensor:
-    """Inverse of :func:`multi_scan`: y (B, K, L, C) -> (B, K, T, C), each direction back in token order."""
-    if y.dim() != 4 or y.shape[1:3] != (plan.K, plan.L):
-        raise ValueError(f"multi_reverse: y must be (B, {plan.K}, {plan.L}, C), got {tuple(y.shape)}")
-    return _Gather.apply(y, plan, "reverse")
+def multi_reverse(y: torch.Tensor, plan: ScanPlan, layout: str = "bklc") -> torch.Tensor:
+    """Inverse of :func:`multi_scan`: y (B, K, L, C) (``layout="blkc"``: (B, L, K, C)) -> (B, K, T, C),
+    each direction back in token order."""
+    interleaved = _interleaved(layout)
+    want = (plan.L, plan.K) if interleaved else (plan.K, plan.L)
+    if y.dim() != 4 or y.shape[1:3] != want:
+        raise ValueError(f"multi_reverse: y must be (B, {want[0]}, {want[1]}, C) for layout {layout!r}, "
+                         f"got {tuple(y.shape)}")
+    return _Gather.apply(y, plan, "reverse", interleaved)

@@ -128,3 +128,26 @@ def test_multi_scan_and_reverse_gradients_match_autograd_of_index_select(cls_pos
     assert gy[:, 0, plan.lengths[0]:].abs().sum() == 0  # padding positions get no gradient
     # second order too (the backward is built from the same differentiable gathers)
     assert torch.autograd.gradgradcheck(lambda t: multi_reverse(multi_scan(t, plan) ** 2, plan), (x,))
+
+
+@pytest.mark.parametrize("cls_position", [None, 5])
+def test_interleaved_layout_is_the_stacked_one_transposed(cls_position):
+    # layout="blkc" (B, L, K, C): the same sequences as (B, K, L, C), interleaved per position
+    plan = scan_plan(("h", "v_flip", "w2", "w3_flip"), 3, 5, cls_position=cls_position)  # padded plan
+    x = torch.randn(2, plan.T, 3, dtype=torch.double, requires_grad=True)
+    got = multi_scan(x, plan, layout="blkc")
+    assert got.shape == (2, plan.L, plan.K, 3) and got.is_contiguous()
+    torch.testing.assert_close(got, multi_scan(x, plan).transpose(1, 2))
+    y = torch.randn(2, plan.L, plan.K, 3, dtype=torch.double, requires_grad=True)
+    torch.testing.assert_close(multi_reverse(y, plan, layout="blkc"), multi_reverse(y.transpose(1, 2), plan))
+    torch.testing.assert_close(multi_reverse(got, plan, layout="blkc"), x.unsqueeze(1).expand(2, plan.K, plan.T, 3))
+    w = torch.randn_like(got)
+    gx, = torch.autograd.grad((got * w).sum(), x)
+    wx, = torch.autograd.grad((multi_scan(x, plan) * w.transpose(1, 2)).sum(), x)
+    torch.testing.assert_close(gx, wx)
+    assert torch.autograd.gradgradcheck(
+        lambda t: multi_reverse(multi_scan(t, plan, layout="blkc") ** 2, plan, layout="blkc"), (x,))
+    with pytest.raises(ValueError, match="layout"):
+        multi_scan(x, plan, layout="bkcl")
+    with pytest.raises(ValueError, match=r"\(B, %d, %d, C\)" % (plan.L, plan.K)):
+        multi_reverse(y.transpose(1, 2), plan, layout="blkc")
