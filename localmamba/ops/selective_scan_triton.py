@@ -6,11 +6,14 @@ channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) stat
 registers and walks the sequence step by step: b*d/BLOCK_D independent programs fill the GPU, and
 each step is one exp and a few FMAs per state.
 
-Backward: the forward recurrence is recomputed into a scratch buffer of all states (b, d, l, n) (and
-the ungated output), then the adjoint recurrence runs backwards in time. Both loops are latency-bound:
-each step's loads are issued one step ahead. Reductions over channels (dB, dC) and over the batch
-(dA, dD, d delta_bias) are written as per-program partial sums and added up afterwards: deterministic,
-no atomics. Any input strides work (a (b, d, l) view of a (b, l, d) tensor loads coalesced).
+Backward: the forward recurrence is recomputed into a scratch buffer of all states, then the adjoint
+recurrence runs backwards in time. Both loops are latency-bound: each step's loads are issued one step
+ahead. Reductions over channels (dB, dC) and over the batch (dA, dD, d delta_bias) are written as
+per-program partial sums and added up afterwards: deterministic, no atomics. Any input strides work,
+but the time-major ones are the fast ones: a (b, d, l) view of (b, l, d) storage, as the GPU mixers
+pass, lets a step read its BLOCK_D channels in one coalesced load, where (b, d, l) storage makes
+every load and store a gather of BLOCK_D separate words. The output takes u's layout; the scratch
+(states (b, l, d, n), ungated output) and the gradients of u, delta and z are time-major.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ if triton is not None:
         C_p = C_ptr + pid_b * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n
         if HAS_Z:
             z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
-        s_p = states_ptr + ((pid_b * d + offs_d[:, None]) * l) * n + offs_n[None, :]  # (b, d, l, n) scratch
+        s_p = states_ptr + (pid_b * l * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, l, d, n) scratch
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
         # step t's inputs are loaded during step t-1 (software prefetch: the loop is latency-bound)
         u_n = tl.load(u_p, mask=mask_d, other=0.0).to(tl.float32)
@@ -90,7 +93,7 @@ if triton is not None:
                 dt = _softplus(dt)
             h = tl.exp2(dt[:, None] * A) * h + (dt * u)[:, None] * Bt  # (BLOCK_D, BLOCK_N)
             if STORE_STATES:
-                tl.store(s_p + t * n, h, mask=mask_dn)
+                tl.store(s_p + t * d * n, h, mask=mask_dn)
             y = tl.sum(h * Ct, axis=1)  # (BLOCK_D,)
             if HAS_D:
                 y += Dv * u
@@ -129,9 +132,11 @@ if triton is not None:
         C_p = C_ptr + pid_b * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n
         if HAS_Z:
             z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
-        s_p = states_ptr + ((pid_b * d + offs_d[:, None]) * l) * n + offs_n[None, :]
-        # outputs: du, ddelta, dz (b, d, l) contiguous; partial sums per (b, d-block)
-        g_p = (pid_b * d + offs_d) * l  # (BLOCK_D,) row start in (b, d, l)
+        s_p = states_ptr + (pid_b * l * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, l, d, n)
+        sst_l = d * n
+        # y (read) and du, ddelta, dz (written): time-major (b, l, d), so that a step's channels are
+        # contiguous; partial sums of dB, dC per (b, d-block): (b, d-blocks, l, n)
+        g_p = pid_b * l * d + offs_d  # (BLOCK_D,) step 0 of this program's channels in (b, l, d)
         part = pid_b * n_dblocks + pid_d  # index of this program's partial sums
         dh = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # a_{t+1} * dh_{t+1}, carried backwards
         dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
@@ -145,11 +150,11 @@ if triton is not None:
         B_n = tl.load(B_p + t0 * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
         C_n = tl.load(C_p + t0 * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
         do_n = tl.load(do_p + t0 * sdo_l, mask=mask_d, other=0.0).to(tl.float32)
-        h = tl.load(s_p + t0 * n, mask=mask_dn, other=0.0)
-        hp_n = tl.load(s_p + (t0 - 1) * n, mask=mask_dn & (t0 > 0), other=0.0)
+        h = tl.load(s_p + t0 * sst_l, mask=mask_dn, other=0.0)
+        hp_n = tl.load(s_p + (t0 - 1) * sst_l, mask=mask_dn & (t0 > 0), other=0.0)
         if HAS_Z:
             z_n = tl.load(z_p + t0 * sz_l, mask=mask_d, other=0.0).to(tl.float32)
-            y_n = tl.load(y_ptr + g_p + t0, mask=mask_d, other=0.0)
+            y_n = tl.load(y_ptr + g_p + t0 * d, mask=mask_d, other=0.0)
         for i in range(l):
             t = l - 1 - i
             u, draw, Bt, Ct, dout, h_prev = u_n, dr_n, B_n, C_n, do_n, hp_n
@@ -162,10 +167,10 @@ if triton is not None:
             B_n = tl.load(B_p + nx * sB_l, mask=mask_dn & more, other=0.0).to(tl.float32)
             C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more, other=0.0).to(tl.float32)
             do_n = tl.load(do_p + nx * sdo_l, mask=mask_d & more, other=0.0).to(tl.float32)
-            hp_n = tl.load(s_p + (nx - 1) * n, mask=mask_dn & (nx > 0), other=0.0)
+            hp_n = tl.load(s_p + (nx - 1) * sst_l, mask=mask_dn & (nx > 0), other=0.0)
             if HAS_Z:
                 z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more, other=0.0).to(tl.float32)
-                y_n = tl.load(y_ptr + g_p + nx, mask=mask_d & more, other=0.0)
+                y_n = tl.load(y_ptr + g_p + nx * d, mask=mask_d & more, other=0.0)
             if HAS_BIAS:
                 draw += bias
             if SOFTPLUS:
@@ -175,7 +180,7 @@ if triton is not None:
             if HAS_Z:
                 sz = tl.sigmoid(zt)  # y: the ungated output (D skip included), kept by the recompute pass
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
-                tl.store(dz_ptr + g_p + t, dz, mask=mask_d)
+                tl.store(dz_ptr + g_p + t * d, dz, mask=mask_d)
                 dy = dout * zt * sz
             else:
                 dy = dout
@@ -183,7 +188,7 @@ if triton is not None:
                 dD_acc += dy * u
             # dC_t (partial over this block's channels)
             dC_part = tl.sum(dy[:, None] * h, axis=0)  # (BLOCK_N,)
-            tl.store(dCp_ptr + (part * n + offs_n) * l + t, dC_part, mask=mask_n)
+            tl.store(dCp_ptr + (part * l + t) * n + offs_n, dC_part, mask=mask_n)
             dh += dy[:, None] * Ct  # dh_t = C_t dy_t + a_{t+1} dh_{t+1}
             a = tl.exp2(dt[:, None] * A2)
             # x_t = dt * B_t * u_t
@@ -191,9 +196,9 @@ if triton is not None:
             du = dt * q
             if HAS_D:
                 du += Dv * dy
-            tl.store(du_ptr + g_p + t, du, mask=mask_d)
+            tl.store(du_ptr + g_p + t * d, du, mask=mask_d)
             dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
-            tl.store(dBp_ptr + (part * n + offs_n) * l + t, dB_part, mask=mask_n)
+            tl.store(dBp_ptr + (part * l + t) * n + offs_n, dB_part, mask=mask_n)
             # a_t = exp(dt A): w = dh * a * h_{t-1}
             w = dh * a * h_prev
             dA_acc += w * dt[:, None]
@@ -201,7 +206,7 @@ if triton is not None:
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(draw)
             dbias_acc += ddt
-            tl.store(ddl_ptr + g_p + t, ddt, mask=mask_d)
+            tl.store(ddl_ptr + g_p + t * d, ddt, mask=mask_d)
             dh = dh * a
             h = h_prev
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
@@ -231,7 +236,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         if B4.shape[1] != C4.shape[1]:
             raise ValueError("the triton backend needs B and C with the same number of groups")
         g = B4.shape[1]
-        out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+        out = torch.empty_like(u)  # (b, d, l) in u's layout: time-major u gives a time-major output
         BLOCK_D = _block_d(d // g)
         BLOCK_N = max(2, triton.next_power_of_2(n))
         grid = (b, triton.cdiv(d, BLOCK_D))
@@ -286,24 +291,25 @@ def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     nblk = triton.cdiv(d, BLOCK_D)
     grid = (b, nblk)
     dev = u.device
-    states = torch.empty((b, d, l, n), device=dev, dtype=f32)
-    y = torch.empty((b, d, l), device=dev, dtype=f32)  # ungated output: dz needs it
+    # time-major scratch and outputs: each step of a program reads and writes contiguous channels
+    states = torch.empty((b, l, d, n), device=dev, dtype=f32)
+    y = torch.empty((b, l, d), device=dev, dtype=f32)  # ungated output: dz needs it
     dummy = states
     common = (d, l, n, d // g)
     _fwd_kernel[grid](
         u, delta, A, B4, C4, D if D is not None else dummy, dummy,
         delta_bias if delta_bias is not None else dummy, y, states,
         *common,
-        *_strides3(u), *_strides3(delta), 0, 0, 0, d * l, l, 1,
+        *_strides3(u), *_strides3(delta), 0, 0, 0, l * d, 1, d,
         A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
         HAS_D=D is not None, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
         STORE_STATES=True, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
     )
-    du = torch.empty((b, d, l), device=dev, dtype=f32)
-    ddelta = torch.empty((b, d, l), device=dev, dtype=f32)
-    dz = torch.empty((b, d, l), device=dev, dtype=f32) if z is not None else None
-    dBp = torch.empty((b, nblk, n, l), device=dev, dtype=f32)
-    dCp = torch.empty((b, nblk, n, l), device=dev, dtype=f32)
+    du = torch.empty((b, l, d), device=dev, dtype=f32)
+    ddelta = torch.empty((b, l, d), device=dev, dtype=f32)
+    dz = torch.empty((b, l, d), device=dev, dtype=f32) if z is not None else None
+    dBp = torch.empty((b, nblk, l, n), device=dev, dtype=f32)
+    dCp = torch.empty((b, nblk, l, n), device=dev, dtype=f32)
     dAp = torch.empty((b, d, n), device=dev, dtype=f32)
     dDp = torch.empty((b, d), device=dev, dtype=f32) if D is not None else None
     dbp = torch.empty((b, d), device=dev, dtype=f32) if delta_bias is not None else None
@@ -320,9 +326,10 @@ def _backward_slice(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     )
     del states
     # per-program partial sums -> gradients (programs never straddle groups, see _block_d)
-    dB = dBp.view(b, g, nblk // g, n, l).sum(2)  # (b, g, n, l)
-    dC = dCp.view(b, g, nblk // g, n, l).sum(2)
-    return (du, ddelta, dAp.sum(0), dB, dC, dDp.sum(0) if dDp is not None else None, dz,
+    dB = dBp.view(b, g, nblk // g, l, n).sum(2).transpose(-1, -2)  # (b, g, n, l)
+    dC = dCp.view(b, g, nblk // g, l, n).sum(2).transpose(-1, -2)
+    tm = (lambda x: None if x is None else x.transpose(1, 2))  # (b, l, d) storage -> (b, d, l) views
+    return (tm(du), tm(ddelta), dAp.sum(0), dB, dC, dDp.sum(0) if dDp is not None else None, tm(dz),
             dbp.sum(0) if dbp is not None else None)
 
 

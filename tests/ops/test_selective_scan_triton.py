@@ -13,16 +13,20 @@ from localmamba.ops import selective_scan_ref
 torch.manual_seed(0)
 dev = "{device}"
 worst = 0.0
-for (b, d, l, n, g), D, z, bias, sp in [((1, 12, 5, 3, None), 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1),
-                                        ((1, 6, 4, 5, 3), 1, 1, 0, 1), ((3, 8, 7, 4, 2), 1, 1, 1, 1)]:
-    u = torch.randn(b, d, l); dl = torch.rand(b, d, l) if not sp else torch.randn(b, d, l) * 0.5
+for (b, d, l, n, g), D, z, bias, sp, tm in [((1, 12, 5, 3, None), 0, 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1, 0),
+                                            ((1, 6, 4, 5, 3), 1, 1, 0, 1, 0), ((3, 8, 7, 4, 2), 1, 1, 1, 1, 0),
+                                            ((2, 8, 6, 4, 2), 1, 1, 1, 1, 1)]:
+    # tm: u, delta and z time-major, (b, d, l) views of (b, l, d) storage, as the GPU mixers pass them
+    randn = (lambda b, d, l: torch.randn(b, l, d).transpose(1, 2)) if tm else torch.randn
+    u = randn(b, d, l); dl = torch.rand(b, d, l) if not sp else randn(b, d, l) * 0.5
     A = -torch.rand(d, n) * 2 - 0.1
     B = torch.randn(b, g, n, l) if g else torch.randn(b, n, l); C = torch.randn_like(B)
-    inp = dict(u=u, delta=dl, A=A, B=B, C=C, D=torch.randn(d) if D else None, z=torch.randn(b, d, l) if z else None,
+    inp = dict(u=u, delta=dl, A=A, B=B, C=C, D=torch.randn(d) if D else None, z=randn(b, d, l) if z else None,
                delta_bias=torch.randn(d) * 0.3 if bias else None)
     inp = {{k: v.to(dev).requires_grad_(True) for k, v in inp.items() if v is not None}}
     out = selective_scan_triton(**inp, delta_softplus=bool(sp))
     ref = selective_scan_ref(**inp, delta_softplus=bool(sp))
+    assert out.stride() == inp["u"].stride(), "the output takes u's layout"
     w = torch.randn_like(out)
     grads = torch.autograd.grad((out * w).sum(), list(inp.values()))
     grads_ref = torch.autograd.grad((ref * w).sum(), list(inp.values()))
