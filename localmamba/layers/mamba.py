@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..ops import selective_scan
 from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
 from .merge import DirectionMerge
-from .ssm import DirectionalSSM
+from .ssm import DirectionalSSM, interleaved_layout
 
 __all__ = ["MultiDirectionMamba"]
 
@@ -50,6 +50,8 @@ class MultiDirectionMamba(nn.Module):
         B, T, _ = x.shape
         K, D = len(self.directions), self.d_inner
         plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
+        if interleaved_layout(x, backend):
+            return self._forward_interleaved(x, plan, backend)
         if x.device.type == "cpu":
             return self._forward_channels_last(x, plan, backend)
         xz = multi_scan(self.in_proj(x), plan)  # (B, K, L, 2D)
@@ -75,14 +77,36 @@ class MultiDirectionMamba(nn.Module):
         K, D = len(self.directions), self.d_inner
         xz = self.in_proj(x)  # (B, T, 2D)
         xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
-        w = self.conv1d.weight.view(K, D, self.d_conv)  # (K, D, d_conv)
-        conv = torch.addcmul(self.conv1d.bias.view(K, D), xs, w[..., -1])  # (L, B, K, D)
-        for s in range(1, self.d_conv):  # out_t += w[-1-s] * x_{t-s}
-            conv[s:].addcmul_(xs[:-s], w[..., -1 - s])
-        xs = F.silu(conv, inplace=True).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
+        xs = F.silu(self._causal_conv(xs, 0), inplace=True).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
         y = self.ssm(xs, backend=backend)  # (B, K, D, L), a view of (L, B, K, D)
         y = multi_reverse(y.transpose(-1, -2), plan) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
+
+    def _forward_interleaved(self, x: torch.Tensor, plan, backend: str) -> torch.Tensor:
+        """:meth:`forward` for the GPU kernels that read time-major inputs (same math): the K scanned
+        sequences interleaved per position, (B, L, K, D), i.e. channels-last (B, L, K*D). Each step of the
+        selective scan then reads and writes its K*D channels contiguously, no tensor is transposed
+        between the gathers and the scan, and z is not gathered K times: as on CPU, the gate silu(z) is
+        applied once, after the reverse, in token order.
+        """
+        B, K, D = x.shape[0], len(self.directions), self.d_inner
+        xz = self.in_proj(x)  # (B, T, 2D)
+        xs = multi_scan(xz[..., :D], plan, layout="blkc")  # (B, L, K, D)
+        xs = F.silu(self._causal_conv(xs, 1)).permute(0, 2, 3, 1)  # (B, K, D, L), a view of (B, L, K, D)
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L), a view of (B, L, K, D)
+        y = multi_reverse(y.permute(0, 3, 1, 2), plan, layout="blkc")  # (B, K, T, D)
+        return self.out_proj(self.merge(y * F.silu(xz[..., D:]).unsqueeze(1)))  # (B, T, d_model)
+
+    def _causal_conv(self, xs: torch.Tensor, time_dim: int) -> torch.Tensor:
+        """The K depthwise causal convolutions on channels-innermost xs (..., K, D), time along
+        ``time_dim``: d_conv shifted multiply-adds, out_t = bias + sum_s w[-1-s] * x_{t-s}."""
+        K, D = len(self.directions), self.d_inner
+        w = self.conv1d.weight.view(K, D, self.d_conv)  # (K, D, d_conv)
+        conv = torch.addcmul(self.conv1d.bias.view(K, D), xs, w[..., -1])  # xs's shape
+        L = xs.shape[time_dim]
+        for s in range(1, min(self.d_conv, L)):
+            conv.narrow(time_dim, s, L - s).addcmul_(xs.narrow(time_dim, 0, L - s), w[..., -1 - s])
+        return conv
 
     def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
                      backend: str = "auto") -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
 from .merge import DirectionMerge
-from .ssm import DirectionalSSM
+from .ssm import DirectionalSSM, interleaved_layout
 
 __all__ = ["SS2D"]
 
@@ -47,15 +47,22 @@ class SS2D(nn.Module):
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
         plan = scan_plan(self.directions, H, W)
-        xs = multi_scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, L, D)
-        # fp32 for the scan, in one copy: on CPU into time-major (L, B, K, D), the torch scan's own layout
-        fp32 = dict(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
-        if xs.device.type == "cpu":
-            xs = xs.permute(2, 0, 1, 3).to(**fp32).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
+        x = x.flatten(2).transpose(1, 2)  # (B, H*W, D)
+        if interleaved_layout(x, backend):
+            # the GPU kernels' layout: directions interleaved per position, channels-last (B, L, K*D)
+            xs = multi_scan(x, plan, layout="blkc").float().permute(0, 2, 3, 1)  # (B, K, D, L), view of (B, L, K, D)
+            y = self.ssm(xs, backend=backend)  # (B, K, D, L), same layout
+            y = self.merge(multi_reverse(y.permute(0, 3, 1, 2), plan, layout="blkc"))  # (B, H*W, D)
         else:
-            xs = xs.transpose(-1, -2).to(**fp32)  # (B, K, D, L)
-        y = self.ssm(xs, backend=backend)  # (B, K, D, L)
-        y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
+            xs = multi_scan(x, plan)  # (B, K, L, D)
+            # fp32 for the scan, in one copy: on CPU into time-major (L, B, K, D), the torch scan's own layout
+            fp32 = dict(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+            if xs.device.type == "cpu":
+                xs = xs.permute(2, 0, 1, 3).to(**fp32).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
+            else:
+                xs = xs.transpose(-1, -2).to(**fp32)  # (B, K, D, L), contiguous for mamba-ssm
+            y = self.ssm(xs, backend=backend)  # (B, K, D, L)
+            y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
         y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
         return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, d_model)
 

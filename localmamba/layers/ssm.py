@@ -12,9 +12,16 @@ import math
 import torch
 import torch.nn as nn
 
-from ..ops import selective_scan
+from ..ops import reads_time_major, selective_scan
 
-__all__ = ["DirectionalSSM", "dt_bias_init"]
+__all__ = ["DirectionalSSM", "dt_bias_init", "interleaved_layout"]
+
+
+def interleaved_layout(x: torch.Tensor, backend: str) -> bool:
+    """Whether the mixers should scan ``x`` in the interleaved (B, L, K, D) layout: on GPUs, with a
+    backend that reads time-major inputs (the Triton kernel, the torch scan). CPU tensors have their own
+    time-major (L, B, K, D) path; mamba-ssm's kernel reads (B, K*D, L) contiguous."""
+    return x.device.type != "cpu" and reads_time_major(backend, x.device)
 
 
 def dt_bias_init(shape, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
@@ -57,23 +64,27 @@ class DirectionalSSM(nn.Module):
     def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
         """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L).
 
-        xs may also be a view of channels-innermost (L, B, K, D) storage (the CPU mixer's layout): the
-        selective scan then reads every (B, K*D, L) input without a transpose, and y has that layout too.
+        xs may also be a view of channels-innermost storage, (B, L, K, D) (the GPU mixers' layout) or
+        (L, B, K, D) (the CPU mixers'): the projections then run in that row order, delta comes out in
+        xs's layout, and the selective scan reads every (B, K*D, L) input without a transpose.
         """
         B, K, D, L = xs.shape
         N, R = self.d_state, self.dt_rank
-        # (L, B) rows: a time-major xs enters the per-direction matmul without a copy
-        x_dbl = torch.einsum("lbkd,kcd->lbkc", xs.permute(3, 0, 1, 2), self.x_proj_weight)  # (L, B, K, R+2N)
+        batch_outer = xs.stride(0) >= xs.stride(3)
+        rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
+        x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
-        dts = torch.einsum("lbkr,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
-        # delta in xs's layout, so that the scan reads both alike (no transpose for channels-innermost xs)
-        dts = torch.empty_like(xs, dtype=dts.dtype).copy_(dts)  # (B, K, D, L)
+        dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
+        back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
+        dts = dts.permute(*back)  # (B, K, D, L)
+        if dts.stride() != xs.stride():  # delta in xs's layout, so that the scan reads both alike
+            dts = torch.empty_like(xs, dtype=dts.dtype).copy_(dts)  # (B, K, D, L)
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
             -torch.exp(self.A_logs.float()),  # (K*D, N)
-            Bs.permute(1, 2, 3, 0).contiguous(),  # (B, K, N, L): one group per direction
-            Cs.permute(1, 2, 3, 0).contiguous(),  # (B, K, N, L)
+            Bs.permute(*back).contiguous(),  # (B, K, N, L): one group per direction
+            Cs.permute(*back).contiguous(),  # (B, K, N, L)
             D=self.Ds.float(),
             z=None if z is None else z.reshape(B, K * D, L),
             delta_bias=self.dt_projs_bias.reshape(-1).float(),

@@ -507,6 +507,13 @@ def _resolve_backend(backend: str, is_cuda: bool) -> str:
     return fallback
 
 
+def reads_time_major(backend: str, device: torch.device | str) -> bool:
+    """Whether ``backend`` on ``device`` is fastest on time-major inputs ((b, d, l) views of storage with
+    the channels innermost): the torch scan and the Triton kernel are; mamba-ssm's kernel ("cuda") wants
+    (b, d, l) contiguous and the "ref" loop does not care. Layers pick their layout with it."""
+    return _resolve_backend(backend, torch.device(device).type == "cuda") in ("torch", "triton")
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    backend="auto"):
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature; returns out: (b, d, l) in u.dtype.

@@ -2,7 +2,19 @@
 import pytest
 import torch
 
+import localmamba.layers.mamba as mamba_mod
+import localmamba.layers.ss2d as ss2d_mod
 from localmamba.layers import SS2D, DirectionMerge, MultiDirectionMamba
+
+
+@pytest.fixture(params=["cpu", "interleaved"])
+def layout(request, monkeypatch):
+    """The mixers' layout: CPU's own time-major path, or the GPU one (interleaved (B, L, K, D)), which
+    the torch scan runs on CPU too."""
+    if request.param == "interleaved":
+        for mod in (mamba_mod, ss2d_mod):
+            monkeypatch.setattr(mod, "interleaved_layout", lambda x, backend: True)
+    return request.param
 
 
 @pytest.mark.parametrize("backend", ["ref", "torch"])
@@ -11,8 +23,8 @@ from localmamba.layers import SS2D, DirectionMerge, MultiDirectionMamba
     (("h_flip", "w4", "v"), (4, 4), 8),
     (None, (3, 5), None),  # search supernet, 8 candidates
 ])
-def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_position, backend):
-    """On CPU, forward takes the channels-innermost path (conv as shifted adds, gate after the reverse)."""
+def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_position, backend, layout):
+    """The channels-innermost paths (conv as shifted adds, gate after the reverse) equal the loop."""
     torch.manual_seed(0)
     m = MultiDirectionMamba(16, directions, d_state=4)
     T = grid[0] * grid[1] + (cls_position is not None)
@@ -29,8 +41,8 @@ def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_p
 
 @pytest.mark.parametrize("backend", ["ref", "torch"])
 @pytest.mark.parametrize("directions,hw", [(("h", "w2_flip", "v", "w7"), (7, 7)), (("w3", "v_flip"), (5, 8))])
-def test_ss2d_equals_per_direction_loop(directions, hw, backend):
-    """On CPU, forward scans time-major (L, B, K, D) inputs."""
+def test_ss2d_equals_per_direction_loop(directions, hw, backend, layout):
+    """Forward scans time-major (L, B, K, D) inputs on CPU, interleaved (B, L, K, D) ones on GPUs."""
     torch.manual_seed(0)
     m = SS2D(8, directions, d_state=4)
     x = torch.randn(2, *hw, 8, requires_grad=True)
