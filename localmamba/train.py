@@ -412,7 +412,10 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     global_batch = cfg.batch_size * info.world_size
     lr = cfg.lr * global_batch / cfg.lr_base_size if cfg.lr_base_size else cfg.lr
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps)
+    # torch's fused Adam(W) kernel on GPUs: one launch for all parameters instead of a few per tensor group
+    fused = dict(fused=True) if device.type == "cuda" and cfg.opt.lower() in ("adam", "adamw") else {}
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, eps=cfg.opt_eps,
+                                    **fused)
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
         warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=cfg.sched_on == "epoch",
