@@ -88,12 +88,16 @@ def train_img_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, second
     return k * x.shape[0] / (time.perf_counter() - t0), first
 
 
-def scan_ms(b: int, d: int, l: int, n: int, g: int, backend: str, bwd: bool) -> float:
+def scan_ms(b: int, d: int, l: int, n: int, g: int, backend: str, bwd: bool, time_major: bool = False) -> float:
     """Median ms of the selective scan alone (forward, or forward and backward) on random inputs of one
-    layer's shape: batch, channels, length, d_state, groups; z, D, bias and softplus on."""
+    layer's shape: batch, channels, length, d_state, groups; z, D, bias and softplus on. ``time_major``:
+    u, delta and z as (B, D, L) views of (B, L, D) storage, the layout the GPU mixers pass."""
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, device="cuda") * scale).requires_grad_(bwd)
-    u, dl, z = rnd(b, d, l), rnd(b, d, l, scale=0.5), rnd(b, d, l)  # (B, D, L)
+
+    def seq(scale=1.0):
+        return rnd(b, l, d, scale=scale).transpose(1, 2) if time_major else rnd(b, d, l, scale=scale)
+    u, dl, z = seq(), seq(0.5), seq()  # (B, D, L)
     A = (-torch.rand(d, n, device="cuda") * 2 - 0.1).requires_grad_(bwd)  # (D, N)
     B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
     D, db = rnd(d), rnd(d, scale=0.3)

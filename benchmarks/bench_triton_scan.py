@@ -1,10 +1,12 @@
 """The Triton selective scan alone at the models' layer shapes, its launch settings, and CIFAR training steps (GPU).
 
-    python benchmarks/bench_triton_scan.py                  # scan at three layer shapes, warps x channels grid
+    python benchmarks/bench_triton_scan.py                  # scan at three layer shapes, two layouts
+    python benchmarks/bench_triton_scan.py --grid           # also the launch settings: warps x channels
     python benchmarks/bench_triton_scan.py --train          # also CIFAR training images/s, eager and compiled
 
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
-LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer. Times are medians of CUDA events,
+LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with u, delta and z stored
+(B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass). Times are medians of CUDA events,
 ms, forward and forward+backward. To compare with an earlier kernel, check out its
 ``localmamba/ops/selective_scan_triton.py`` and run again on the same machine.
 """
@@ -31,19 +33,21 @@ def cifar(model: str, batch: int) -> tuple:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", action="store_true", help="also time CIFAR training steps, eager and compiled")
+    ap.add_argument("--grid", action="store_true", help="also time the launch settings (warps x channels)")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     for name, shp in SHAPES.items():
-        print(f"{name:28s} {shp}: fwd {scan_ms(*shp, 'triton', False):6.2f} ms  "
-              f"fwd+bwd {scan_ms(*shp, 'triton', True):6.2f} ms",
-              flush=True)
+        for tm in (False, True):
+            print(f"{name:28s} {shp} {'time-major' if tm else '(B, D, L)':10s}: "
+                  f"fwd {scan_ms(*shp, 'triton', False, tm):6.2f} ms  fwd+bwd {scan_ms(*shp, 'triton', True, tm):6.2f} ms",
+                  flush=True)
     block_d, warps = T._block_d, T._NUM_WARPS
-    for name, shp in list(SHAPES.items())[:2]:
+    for name, shp in list(SHAPES.items())[:2] if args.grid else []:
         for w in (2, 4, 8):
             for cap in (16, 32, 64):
                 T._NUM_WARPS, T._block_d = w, (lambda dg, cap=cap: min(cap, dg & -dg))
-                print(f"  {name} warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False):.2f} "
-                      f"fwd+bwd {scan_ms(*shp, 'triton', True):.2f}", flush=True)
+                print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "
+                      f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
     T._block_d, T._NUM_WARPS = block_d, warps
     if args.train:
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -178,7 +178,7 @@ def test_config_file_with_command_line_overrides(tmp_path):
         T.parse_args(["--config", str(j)])
 
 
-@pytest.mark.parametrize("tag", ["", "_stem2", "_4gpu"])
+@pytest.mark.parametrize("tag", ["", "_stem2", "_4gpu", "_4gpu_cutmix"])
 def test_cifar_comparison_configs_differ_in_the_model_alone(tag):
     """The LocalVim run and its Vim-style baseline share every setting but the model's name."""
     configs = Path(__file__).parents[1] / "configs"
