@@ -99,10 +99,11 @@ class MultiDirectionMamba(nn.Module):
 
     def _causal_conv(self, xs: torch.Tensor, time_dim: int) -> torch.Tensor:
         """The K depthwise causal convolutions on channels-innermost xs (..., K, D), time along
-        ``time_dim``: d_conv shifted multiply-adds, out_t = bias + sum_s w[-1-s] * x_{t-s}."""
+        ``time_dim``: d_conv shifted multiply-adds, out_t = bias + sum_s w[-1-s] * x_{t-s}. In xs's
+        dtype, as ``nn.Conv1d`` under autocast: bf16 activations stay bf16."""
         K, D = len(self.directions), self.d_inner
-        w = self.conv1d.weight.view(K, D, self.d_conv)  # (K, D, d_conv)
-        conv = torch.addcmul(self.conv1d.bias.view(K, D), xs, w[..., -1])  # xs's shape
+        w = self.conv1d.weight.to(xs.dtype).view(K, D, self.d_conv)  # (K, D, d_conv)
+        conv = torch.addcmul(self.conv1d.bias.to(xs.dtype).view(K, D), xs, w[..., -1])  # xs's shape
         L = xs.shape[time_dim]
         for s in range(1, min(self.d_conv, L)):
             conv.narrow(time_dim, s, L - s).addcmul_(xs.narrow(time_dim, 0, L - s), w[..., -1 - s])
