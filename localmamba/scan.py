@@ -319,9 +319,8 @@ def scan_plan(directions: Sequence[str], H: int, W: int, cls_position: int | Non
 def _scan(x: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> torch.Tensor:
     gather = plan.indices(x.device, interleaved)[0]
     xp = F.pad(x, (0, 0, 0, 1)) if plan.padded else x  # (B, T+1, C): row T is the zero that padding reads
-    out = xp.index_select(1, gather)  # (B, K*L, C) or (B, L*K, C)
-    return out.view(x.shape[0], plan.L, plan.K, x.shape[2]) if interleaved else out.view(
-        x.shape[0], plan.K, plan.L, x.shape[2])  # (B, L, K, C) or (B, K, L, C)
+    seq = (plan.L, plan.K) if interleaved else (plan.K, plan.L)
+    return xp.index_select(1, gather).view(x.shape[0], *seq, x.shape[2])  # (B, L, K, C) or (B, K, L, C)
 
 
 def _reverse(y: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> torch.Tensor:
@@ -335,8 +334,8 @@ def _unreverse(g: torch.Tensor, plan: ScanPlan, interleaved: bool = False) -> to
     B, K, T, C = g.shape
     unreverse = plan.indices(g.device, interleaved)[2]
     gp = F.pad(g, (0, 0, 0, 1))  # (B, K, T+1, C): row T of each direction is the zero for padding
-    out = gp.view(B, K * (T + 1), C).index_select(1, unreverse)  # (B, K*L, C) or (B, L*K, C)
-    return out.view(B, plan.L, K, C) if interleaved else out.view(B, K, plan.L, C)
+    seq = (plan.L, K) if interleaved else (K, plan.L)
+    return gp.view(B, K * (T + 1), C).index_select(1, unreverse).view(B, *seq, C)  # (B, L, K, C) or (B, K, L, C)
 
 
 class _Gather(torch.autograd.Function):

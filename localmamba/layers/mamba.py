@@ -50,10 +50,9 @@ class MultiDirectionMamba(nn.Module):
         B, T, _ = x.shape
         K, D = len(self.directions), self.d_inner
         plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
-        if interleaved_layout(x, backend):
-            return self._forward_interleaved(x, plan, backend)
-        if x.device.type == "cpu":
-            return self._forward_channels_last(x, plan, backend)
+        interleaved = interleaved_layout(x, backend)
+        if interleaved or x.device.type == "cpu":
+            return self._forward_channels_last(x, plan, backend, interleaved)
         xz = multi_scan(self.in_proj(x), plan)  # (B, K, L, 2D)
         L = plan.L
         xz = xz.transpose(-1, -2)  # (B, K, 2D, L)
@@ -64,38 +63,30 @@ class MultiDirectionMamba(nn.Module):
         y = multi_reverse(y.transpose(-1, -2), plan)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
 
-    def _forward_channels_last(self, x: torch.Tensor, plan, backend: str) -> torch.Tensor:
-        """:meth:`forward` with channels innermost throughout, the fast layout on CPU (same math).
+    def _forward_channels_last(self, x: torch.Tensor, plan, backend: str, interleaved: bool) -> torch.Tensor:
+        """:meth:`forward` with channels innermost throughout (same math), for the scans that read
+        time-major inputs fastest.
 
-        The scan inputs live in time-major (L, B, K, D) storage, seen as (B, K*D, L) views: the selective
-        scan's own layout, so it neither transposes its inputs nor copies its output, and no tensor is ever
-        transposed between channels-innermost and time-innermost. The causal depthwise conv is d_conv
-        shifted multiply-adds along L. The gate silu(z) is applied after the reverse, in token order: the
-        reverse is a gather, so y*silu(z) gathered equals gathered y times silu of the unscanned z,
-        computed once for all K directions.
+        The scan inputs live in channels-innermost storage seen as (B, K*D, L) views, so the selective
+        scan neither transposes its inputs nor copies its output: (L, B, K, D) on CPU, the torch scan's
+        own layout, or with ``interleaved`` the K sequences interleaved per position, (B, L, K, D), on GPUs,
+        where each step of the kernel then reads and writes its K*D channels contiguously. The causal
+        depthwise conv is d_conv shifted multiply-adds along L. The gate silu(z) is applied after the
+        reverse, in token order: the reverse is a gather, so y*silu(z) gathered equals gathered y times
+        silu of the unscanned z, computed once for all K directions instead of gathered K times.
         """
-        K, D = len(self.directions), self.d_inner
+        D = self.d_inner
         xz = self.in_proj(x)  # (B, T, 2D)
-        xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
-        xs = F.silu(self._causal_conv(xs, 0), inplace=True).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
-        y = self.ssm(xs, backend=backend)  # (B, K, D, L), a view of (L, B, K, D)
-        y = multi_reverse(y.transpose(-1, -2), plan) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
+        if interleaved:
+            xs = multi_scan(xz[..., :D], plan, layout="blkc")  # (B, L, K, D)
+            t, to_bkdl, back, layout = 1, (0, 2, 3, 1), (0, 3, 1, 2), "blkc"  # back: (B, K, D, L) -> (B, L, K, D)
+        else:
+            xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
+            t, to_bkdl, back, layout = 0, (1, 2, 3, 0), (0, 1, 3, 2), "bklc"  # back: -> (B, K, L, D)
+        xs = F.silu(self._causal_conv(xs, t), inplace=True).permute(*to_bkdl)  # (B, K, D, L), a view of xs
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L), in xs's layout
+        y = multi_reverse(y.permute(*back), plan, layout=layout) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
-
-    def _forward_interleaved(self, x: torch.Tensor, plan, backend: str) -> torch.Tensor:
-        """:meth:`forward` for the GPU kernels that read time-major inputs (same math): the K scanned
-        sequences interleaved per position, (B, L, K, D), i.e. channels-last (B, L, K*D). Each step of the
-        selective scan then reads and writes its K*D channels contiguously, no tensor is transposed
-        between the gathers and the scan, and z is not gathered K times: as on CPU, the gate silu(z) is
-        applied once, after the reverse, in token order.
-        """
-        B, K, D = x.shape[0], len(self.directions), self.d_inner
-        xz = self.in_proj(x)  # (B, T, 2D)
-        xs = multi_scan(xz[..., :D], plan, layout="blkc")  # (B, L, K, D)
-        xs = F.silu(self._causal_conv(xs, 1)).permute(0, 2, 3, 1)  # (B, K, D, L), a view of (B, L, K, D)
-        y = self.ssm(xs, backend=backend)  # (B, K, D, L), a view of (B, L, K, D)
-        y = multi_reverse(y.permute(0, 3, 1, 2), plan, layout="blkc")  # (B, K, T, D)
-        return self.out_proj(self.merge(y * F.silu(xz[..., D:]).unsqueeze(1)))  # (B, T, d_model)
 
     def _causal_conv(self, xs: torch.Tensor, time_dim: int) -> torch.Tensor:
         """The K depthwise causal convolutions on channels-innermost xs (..., K, D), time along

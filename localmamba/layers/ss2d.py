@@ -51,8 +51,7 @@ class SS2D(nn.Module):
         if interleaved_layout(x, backend):
             # the GPU kernels' layout: directions interleaved per position, channels-last (B, L, K*D)
             xs = multi_scan(x, plan, layout="blkc").float().permute(0, 2, 3, 1)  # (B, K, D, L), view of (B, L, K, D)
-            y = self.ssm(xs, backend=backend)  # (B, K, D, L), same layout
-            y = self.merge(multi_reverse(y.permute(0, 3, 1, 2), plan, layout="blkc"))  # (B, H*W, D)
+            back, layout = (0, 3, 1, 2), "blkc"  # (B, K, D, L) -> (B, L, K, D)
         else:
             xs = multi_scan(x, plan)  # (B, K, L, D)
             # fp32 for the scan, in one copy: on CPU into time-major (L, B, K, D), the torch scan's own layout
@@ -61,8 +60,9 @@ class SS2D(nn.Module):
                 xs = xs.permute(2, 0, 1, 3).to(**fp32).permute(1, 2, 3, 0)  # (B, K, D, L), a view of (L, B, K, D)
             else:
                 xs = xs.transpose(-1, -2).to(**fp32)  # (B, K, D, L), contiguous for mamba-ssm
-            y = self.ssm(xs, backend=backend)  # (B, K, D, L)
-            y = self.merge(multi_reverse(y.transpose(-1, -2), plan))  # (B, H*W, D)
+            back, layout = (0, 1, 3, 2), "bklc"  # (B, K, D, L) -> (B, K, L, D)
+        y = self.ssm(xs, backend=backend)  # (B, K, D, L), in xs's layout
+        y = self.merge(multi_reverse(y.permute(*back), plan, layout=layout))  # (B, H*W, D)
         y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
         return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, d_model)
 
