@@ -10,12 +10,19 @@ CHECK = r"""
 import torch
 from localmamba.ops.selective_scan_triton import selective_scan_triton
 from localmamba.ops import selective_scan_ref
+import localmamba.ops.selective_scan_triton as T
 torch.manual_seed(0)
 dev = "{device}"
 worst = 0.0
-for (b, d, l, n, g), D, z, bias, sp, tm in [((1, 12, 5, 3, None), 0, 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1, 0),
-                                            ((1, 6, 4, 5, 3), 1, 1, 0, 1, 0), ((3, 8, 7, 4, 2), 1, 1, 1, 1, 0),
-                                            ((2, 8, 6, 4, 2), 1, 1, 1, 1, 1)]:
+default_policy = T.use_chunked
+cases = [((1, 12, 5, 3, None), 0, 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1, 0), ((1, 6, 4, 5, 3), 1, 1, 0, 1, 0),
+         ((3, 8, 7, 4, 2), 1, 1, 1, 1, 0), ((2, 8, 6, 4, 2), 1, 1, 1, 1, 1),
+         # several chunks (and a partial last one) for the chunked kernels; d_state 1 as in LocalVMamba
+         ((2, 8, 21, 4, 2), 1, 1, 1, 1, 1), ((2, 16, 19, 1, 4), 1, 1, 1, 1, 1)]
+# each case through the step-by-step kernels, the chunked ones, and the default choice between them
+policies = [lambda *a, **k: False, lambda *a, **k: True, default_policy]
+for ((b, d, l, n, g), D, z, bias, sp, tm), policy in [(c, p) for c in cases for p in policies]:
+    T.use_chunked = policy
     # tm: u, delta and z time-major, (b, d, l) views of (b, l, d) storage, as the GPU mixers pass them
     randn = (lambda b, d, l: torch.randn(b, l, d).transpose(1, 2)) if tm else torch.randn
     u = randn(b, d, l); dl = torch.rand(b, d, l) if not sp else randn(b, d, l) * 0.5
@@ -35,12 +42,14 @@ for (b, d, l, n, g), D, z, bias, sp, tm in [((1, 12, 5, 3, None), 0, 0, 0, 0, 0)
         worst = max(worst, ((a - r).abs().max() / (r.abs().max() + 1e-6)).item())
 print("worst relative error", worst)
 assert worst < 1e-4, worst
-# batch slicing of the backward scratch (here one image a slice) gives the same gradients
-import localmamba.ops.selective_scan_triton as T
+# batch slicing of the backward scratch (here one image a slice) gives the same gradients, both kernels
 T._SCRATCH_ELEMENTS = 1
-sliced = torch.autograd.grad((selective_scan_triton(**inp, delta_softplus=bool(sp)) * w).sum(), list(inp.values()))
-for a, r in zip(sliced, grads):
-    assert torch.allclose(a, r, rtol=1e-5, atol=1e-6)
+for policy in policies[:2]:
+    T.use_chunked = policy
+    sliced = torch.autograd.grad((selective_scan_triton(**inp, delta_softplus=bool(sp)) * w).sum(),
+                                 list(inp.values()))
+    for a, r in zip(sliced, grads):
+        assert torch.allclose(a, r, rtol=1e-5, atol=1e-6)
 """
 
 
