@@ -88,19 +88,26 @@ def train_img_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, second
     return k * x.shape[0] / (time.perf_counter() - t0), first
 
 
-def scan_ms(b: int, d: int, l: int, n: int, g: int, backend: str, bwd: bool, time_major: bool = False) -> float:
+def scan_ms(b: int, d: int, l: int, n: int, g: int, backend: str, bwd: bool, time_major: bool = False,
+            dtype: torch.dtype = torch.float32) -> float:
     """Median ms of the selective scan alone (forward, or forward and backward) on random inputs of one
     layer's shape: batch, channels, length, d_state, groups; z, D, bias and softplus on. ``time_major``:
-    u, delta and z as (B, D, L) views of (B, L, D) storage, the layout the GPU mixers pass."""
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, device="cuda") * scale).requires_grad_(bwd)
+    u, delta and z as (B, D, L) views of (B, L, D) storage, and B, C as views of a (B, L, G, R + 2N)
+    projection: the layouts the GPU mixers pass. ``dtype``: of u, delta, z, B, C (bf16 under autocast)."""
+    def rnd(*shape, scale=1.0, dt=dtype):
+        return (torch.randn(*shape, device="cuda") * scale).to(dt).requires_grad_(bwd)
 
     def seq(scale=1.0):
         return rnd(b, l, d, scale=scale).transpose(1, 2) if time_major else rnd(b, d, l, scale=scale)
     u, dl, z = seq(), seq(0.5), seq()  # (B, D, L)
     A = (-torch.rand(d, n, device="cuda") * 2 - 0.1).requires_grad_(bwd)  # (D, N)
-    B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
-    D, db = rnd(d), rnd(d, scale=0.3)
+    if time_major:
+        R = 12  # dt_rank columns before B and C
+        proj = rnd(b, l, g, R + 2 * n)  # (B, L, G, R + 2N)
+        B, C = proj[..., R:R + n].permute(0, 2, 3, 1), proj[..., R + n:].permute(0, 2, 3, 1)  # (B, G, N, L)
+    else:
+        B, C = rnd(b, g, n, l), rnd(b, g, n, l)  # (B, G, N, L)
+    D, db = rnd(d, dt=torch.float32), rnd(d, scale=0.3, dt=torch.float32)
 
     def f():
         o = selective_scan(u, dl, A, B, C, D, z=z, delta_bias=db, delta_softplus=True, backend=backend)

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_triton_scan.py                  # scan at three layer shapes, two layouts
     python benchmarks/bench_triton_scan.py --grid           # also the launch settings: warps x channels
+    python benchmarks/bench_triton_scan.py --policy         # step-by-step against chunked, the models' real inputs
     python benchmarks/bench_triton_scan.py --train          # also CIFAR training images/s, eager and compiled
 
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
@@ -13,15 +14,65 @@ ms, forward and forward+backward. To compare with an earlier kernel, check out i
 from __future__ import annotations
 
 import argparse
+import importlib
 import timm
 import torch
-from bench_models import scan_ms, train_img_s
+from bench_models import cuda_time, scan_ms, train_img_s
 
 import localmamba  # noqa: F401
 import localmamba.ops.selective_scan_triton as T
 
 SHAPES = {"LocalVim-T CIFAR b256": (256, 1536, 65, 16, 4), "LocalVim-T 224 b128": (128, 1536, 197, 16, 4),
-          "LocalVMamba-T stage 1 b128": (128, 768, 3136, 1, 4)}
+          "LocalVMamba-T stage 1 b128": (128, 768, 3136, 16, 4)}
+def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
+    """The selective-scan calls of one forward of ``model`` (one per distinct input signature), in fp32
+    and under bf16 autocast: their real shapes, strides and dtypes (SS2D scans fp32 u with bf16 delta,
+    B, C under autocast; LocalVim's mixer all bf16)."""
+    S = importlib.import_module("localmamba.ops.selective_scan")  # the module (the package exports the function)
+    real, calls, seen = S.selective_scan_triton, [], set()
+
+    def record(*args):
+        key = tuple((tuple(a.shape), a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
+        if key not in seen:
+            seen.add(key)
+            calls.append((mode, tuple(torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device)
+                                      .copy_(a) if torch.is_tensor(a) else a for a in args)))
+        return real(*args)
+    m = timm.create_model(model, backend="triton").cuda().eval()
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    S.selective_scan_triton = record
+    try:
+        for mode, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                m(x)
+    finally:
+        S.selective_scan_triton = real
+    return calls
+
+
+def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
+    """Both kernels, forward and backward ms, at every scan call of the models (their real inputs), and
+    the kernel :func:`use_chunked` picks for each."""
+    chosen = T.use_chunked
+    for model in models:
+        for mode, args in model_scan_calls(model):
+            u, delta, A, B = args[:4]
+            leaves = [a.requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+            row = {}
+            for kernel, policy in (("step", lambda *a, **k: False), ("chunked", lambda *a, **k: True)):
+                T.use_chunked = policy
+                f = cuda_time(lambda: T.selective_scan_triton(*leaves), 10, warmup=3) * 1e3
+                fb = cuda_time(lambda: T.selective_scan_triton(*leaves).sum().backward(), 10, warmup=3) * 1e3
+                row[kernel] = (f, fb - f)
+            T.use_chunked = chosen
+            b, d, l = u.shape
+            fp32 = all(a.dtype == torch.float32 for a in (u, delta, B, args[4], args[6]) if torch.is_tensor(a))
+            pick = ["chunked" if chosen(l, fp32, backward=bw) else "step" for bw in (False, True)]
+            print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
+                  f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} "
+                  + "  ".join(f"{k}: fwd {v[0]:6.2f} bwd {v[1]:6.2f}" for k, v in row.items())
+                  + f"  -> fwd {pick[0]}, bwd {pick[1]}", flush=True)
+            del leaves, args
 
 
 def cifar(model: str, batch: int) -> tuple:
@@ -34,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", action="store_true", help="also time CIFAR training steps, eager and compiled")
     ap.add_argument("--grid", action="store_true", help="also time the launch settings (warps x channels)")
+    ap.add_argument("--policy", action="store_true", help="also time both kernels on the models' scan inputs")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     for name, shp in SHAPES.items():
@@ -49,6 +101,8 @@ def main() -> None:
                 print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "
                       f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
     T._block_d, T._NUM_WARPS = block_d, warps
+    if args.policy:
+        policy_table()
     if args.train:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
