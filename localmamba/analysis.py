@@ -14,14 +14,17 @@ directions sees each pair at the smallest distance over its directions.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from .models import model_from_arch  # noqa: F401  (re-exported for notebook 03)
+from .models.local_vim import LOCAL_VIM_DIRECTIONS, LocalVim
 from .scan import parse_direction, scan_length, scan_positions
 
 __all__ = [
@@ -29,7 +32,8 @@ __all__ = [
     "neighbour_distance_stats", "neighbourhood_span",
     "neighbourhood_span_stats", "padding_overhead", "padding_overhead_table",
     "zoh_discretize", "impulse_response", "compare_backends", "time_backends",
-    "model_summary", "MergeGates", "merge_gates", "gate_summary", "effective_receptive_field", "erf_stats",
+    "model_summary", "MergeGates", "merge_gates", "gate_summary", "ErfModels", "erf_models",
+    "effective_receptive_field", "erf_stats",
     "model_from_arch", "top_k",
 ]
 
@@ -488,6 +492,58 @@ def gate_summary(gates: Sequence[MergeGates]) -> "pd.DataFrame":
                          "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
                          "top share": float(best[k])})
     return pd.DataFrame(rows)
+
+
+class ErfModels(NamedTuple):
+    """What :func:`erf_models` builds: the models by label (eval mode), their input (H, W) and patch size."""
+    models: dict[str, torch.nn.Module]
+    img_size: tuple[int, int]
+    patch_size: int
+
+
+def erf_models(checkpoint: str | os.PathLike | None = None, *, checkpoint_model: str = "local_vim_tiny",
+               depth: int = 6, img_size: int = 112, patch_size: int = 8, seed: int = 0) -> ErfModels:
+    """The two LocalVim models whose effective receptive fields notebook 03 compares.
+
+    Without ``checkpoint``: the Vim-style baseline (``vim_tiny``: ``h, h_flip`` in every layer) and
+    LocalVim (``local_vim_tiny``: its first ``depth`` searched sets), both at initialisation from the
+    same seed, so that they differ only in their scan directions; reduced to ``depth`` layers,
+    ``img_size``-px inputs and ``patch_size``-px patches (112 / 8 keeps the 14x14 grid of 224 / 16) so
+    that the backward passes take seconds. With ``checkpoint``: the trained model next to the same
+    architecture at initialisation, to show what training changed; the architecture is NAME.json
+    beside the file (the fixtures' format, :func:`model_from_arch`), else the registered
+    ``checkpoint_model``, and the size arguments are unused. ``seed`` seeds the untrained models
+    without touching the caller's random state.
+    """
+    import timm
+
+    def untrained(build):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build().eval()
+
+    if not checkpoint:
+        sizes = dict(depth=depth, img_size=img_size, patch_size=patch_size)
+        models = {
+            "Vim baseline: h, h_flip": untrained(
+                lambda: timm.create_model("vim_tiny", directions=(("h", "h_flip"),) * depth, **sizes)),
+            "LocalVim: searched sets": untrained(
+                lambda: timm.create_model("local_vim_tiny", directions=LOCAL_VIM_DIRECTIONS[:depth], **sizes)),
+        }
+        return ErfModels(models, (img_size, img_size), patch_size)
+    path = Path(checkpoint)
+    arch = path.with_suffix(".json")
+    if arch.is_file():  # the fixtures' format: the architecture beside the weights
+        trained = model_from_arch(arch, path)
+        initial = untrained(lambda: model_from_arch(arch))
+    else:
+        trained = timm.create_model(checkpoint_model, pretrained=True,
+                                    pretrained_cfg_overlay=dict(file=os.fspath(path))).eval()
+        initial = untrained(lambda: timm.create_model(checkpoint_model))
+    if not isinstance(trained, LocalVim):
+        raise ValueError(f"the ERF comparison takes a LocalVim checkpoint; {path.name} holds a {type(trained).__name__}")
+    models = {f"{path.name} (its weights)": trained, "same architecture, at initialisation": initial}
+    return ErfModels(models, tuple(trained.patch_embed.img_size), trained.patch_size)
 
 
 def _token_grid(model: torch.nn.Module, images: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:

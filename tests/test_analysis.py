@@ -1,5 +1,6 @@
 """localmamba.analysis: scan-locality measurements, padding cost, impulse responses, backend helpers."""
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,9 @@ def test_time_backends_table():
 
 # ------------------------------------------------------------------------------------------- models
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "original"
+# ../shared beside the checkout; LOCALMAMBA_FIXTURES points elsewhere (as in tests/models/test_original_checkpoints.py)
+FIXTURES = Path(os.environ.get("LOCALMAMBA_FIXTURES",
+                               Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "original"))
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
 
 
@@ -385,6 +388,60 @@ def test_erf_stats():
     assert list(single.index) == ["erf"] and "outside own patch" not in single
     with pytest.raises(ValueError, match="non-zero"):
         analysis.erf_stats(np.zeros((3, 3)))
+
+
+def test_erf_models_at_initialisation_differ_only_in_directions():
+    from localmamba.models.local_vim import LOCAL_VIM_DIRECTIONS
+
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    pair = analysis.erf_models(depth=2, img_size=32, patch_size=8, seed=1)
+    assert torch.equal(torch.rand(3), expected_draw)  # the caller's random state is left alone
+    assert pair.img_size == (32, 32) and pair.patch_size == 8
+    assert list(pair.models) == ["Vim baseline: h, h_flip", "LocalVim: searched sets"]
+    vim, local = pair.models.values()
+    assert vim.directions == [("h", "h_flip")] * 2 and local.directions == list(LOCAL_VIM_DIRECTIONS[:2])
+    for m in (vim, local):
+        assert not m.training and len(m.layers) == 2 and m.grid_size == (4, 4) and m.patch_size == 8
+    # the same seed: the patch embedding, drawn before the directions' weights, starts equal; the seed reproduces
+    assert torch.equal(vim.patch_embed.proj.weight, local.patch_embed.proj.weight)
+    again = analysis.erf_models(depth=2, img_size=32, patch_size=8, seed=1).models["LocalVim: searched sets"]
+    other = analysis.erf_models(depth=2, img_size=32, patch_size=8, seed=2).models["LocalVim: searched sets"]
+    assert torch.equal(again.pos_embed, local.pos_embed) and not torch.equal(other.pos_embed, local.pos_embed)
+    erf = analysis.effective_receptive_field(local, torch.randn(1, 3, *pair.img_size), progress=False)
+    assert erf.shape == pair.img_size
+
+
+@needs_fixtures
+def test_erf_models_from_an_original_checkpoint_and_its_json():
+    import json
+
+    arch = json.loads((FIXTURES / "local_vim_small_arch.json").read_text())
+    pair = analysis.erf_models(FIXTURES / "local_vim_small_arch.ckpt", depth=3, img_size=32)  # sizes: the JSON's
+    assert list(pair.models) == ["local_vim_small_arch.ckpt (its weights)", "same architecture, at initialisation"]
+    trained, initial = pair.models.values()
+    assert pair.img_size == (arch["img_size"],) * 2 and pair.patch_size == arch["patch_size"]
+    for m in (trained, initial):
+        assert not m.training and m.directions == [tuple(d) for d in arch["directions"]]
+        assert len(m.layers) == arch["depth"] and m.embed_dim == arch["embed_dim"]
+    io = torch.load(FIXTURES / "local_vim_small_arch.io.pt", weights_only=True)
+    with torch.no_grad():  # the trained model holds the checkpoint's weights, the other one does not
+        torch.testing.assert_close(trained(io["input"]), io["logits"], rtol=0, atol=1e-4)
+        assert not torch.allclose(initial(io["input"]), io["logits"], atol=1e-2)
+    with pytest.raises(ValueError, match="LocalVim checkpoint"):
+        analysis.erf_models(FIXTURES / "local_vssm_small_arch.ckpt")
+
+
+def test_erf_models_from_a_checkpoint_without_json(tmp_path):
+    saved = _tiny_vim()
+    torch.nn.init.normal_(saved.pos_embed)
+    torch.save(saved.state_dict(), tmp_path / "mine.pth")
+    pair = analysis.erf_models(tmp_path / "mine.pth", checkpoint_model="test_local_vim")
+    trained, initial = pair.models.values()
+    assert list(pair.models)[0] == "mine.pth (its weights)"
+    assert torch.equal(trained.pos_embed, saved.pos_embed) and not torch.equal(initial.pos_embed, saved.pos_embed)
+    assert pair.img_size == (32, 32) and pair.patch_size == 8 and trained.directions == saved.directions
 
 
 def test_model_from_arch_builds_both_families():

@@ -1,15 +1,14 @@
-"""Residual blocks around the mixers, and VMamba's patch merging."""
+"""Residual blocks around the mixers (LocalVMamba's patch merging is timm's Swin ``PatchMerging``)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath
 
 from .mamba import MultiDirectionMamba
 from .ss2d import SS2D
 
-__all__ = ["MambaBlock", "VSSBlock", "PatchMerging2D"]
+__all__ = ["MambaBlock", "VSSBlock"]
 
 
 class MambaBlock(nn.Module):
@@ -43,19 +42,3 @@ class VSSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         return x + self.drop_path(self.op(self.norm(x), backend=backend))
-
-
-class PatchMerging2D(nn.Module):
-    """Halve H and W (zero-padding odd sizes) by concatenating 2x2 neighbours, LN, linear to out_dim."""
-
-    def __init__(self, dim: int, out_dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[1:3]
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)  # (B, H/2, W/2, 4C)
-        return self.reduction(self.norm(x))

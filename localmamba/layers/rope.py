@@ -4,14 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers.pos_embed_sincos import rot  # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): pairs turned 90 degrees
 
-__all__ = ["VisionRope", "rotate_half", "resize_grid_embedding"]
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): rotation by 90 degrees of each channel pair."""
-    x = x.unflatten(-1, (-1, 2))  # (..., C/2, 2)
-    return torch.stack((-x[..., 1], x[..., 0]), -1).flatten(-2)
+__all__ = ["VisionRope", "resize_grid_embedding"]
 
 
 def resize_grid_embedding(emb: torch.Tensor, old_size: tuple[int, int], new_size: tuple[int, int]) -> torch.Tensor:
@@ -56,4 +51,4 @@ class VisionRope(nn.Module):
     @staticmethod
     def apply(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x (B, H*W, C) -> x rotated in place of its grid position."""
-        return x * cos + rotate_half(x) * sin
+        return x * cos + rot(x) * sin

@@ -1,8 +1,10 @@
 """LocalVMamba: the hierarchical (VMamba-like) LocalMamba family, registered in timm.
 
 Architecture (equal to the original ``VSSM``): 4x4 patch stem (conv + LayerNorm, channels-last),
-four stages of VSS blocks (x + SS2D(LN(x)), no MLP) with PatchMerging2D between stages, then
-LayerNorm, global average pooling and a linear head.
+four stages of VSS blocks (x + SS2D(LN(x)), no MLP) with patch merging between stages, then
+LayerNorm, global average pooling and a linear head. Stem and patch merging are timm's ``PatchEmbed``
+and Swin ``PatchMerging``: the same functions and parameter names as the original's (its
+``patch_embed.0``/``.2`` are renamed to ``proj``/``norm`` by :func:`checkpoint_filter_fn`).
 """
 from __future__ import annotations
 
@@ -10,26 +12,16 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from timm.layers import PatchEmbed
 from timm.models import generate_default_cfgs
+from timm.models.swin_transformer import PatchMerging
 from ._compat import feature_take_indices
 
-from ..layers import SS2D, PatchMerging2D, VSSBlock
+from ..layers import SS2D, VSSBlock
 from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
 from ._loading import register_variant
 
 __all__ = ["LocalVMamba", "checkpoint_filter_fn"]
-
-
-class Stem(nn.Module):
-    """Non-overlapping patch embedding to channels-last (B, H/p, W/p, C), then LayerNorm."""
-
-    def __init__(self, in_chans: int, dim: int, patch_size: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, H, W, C)
 
 
 class Stage(nn.Module):
@@ -82,7 +74,9 @@ class LocalVMamba(Backbone):
         self.num_features = self.head_hidden_size = dims[-1]
         self.backend = backend
         self.directions = [None if d is None else tuple(d) for d in directions]
-        self.patch_embed = Stem(in_chans, dims[0], patch_size)
+        # conv -> channels-last -> LayerNorm; img_size=None: any input size, cropped to a multiple of p as the original
+        self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_chans, embed_dim=dims[0],
+                                      norm_layer=nn.LayerNorm, output_fmt="NHWC")
         dpr = torch.linspace(0, drop_path_rate, n_blocks).tolist()
         self.layers = nn.ModuleList()
         self.feature_info = []
@@ -91,7 +85,8 @@ class LocalVMamba(Backbone):
             blocks = [VSSBlock(dim, SS2D(dim, self.directions[b + j], d_state=d_state, ssm_ratio=ssm_ratio,
                                          d_conv=d_conv), drop_path=dpr[b + j]) for j in range(depth)]
             b += depth
-            down = PatchMerging2D(dim, dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
+            # the original PatchMerging2D: odd sizes zero-padded, 2x2 neighbours in its order (x00, x10, x01, x11)
+            down = PatchMerging(dim, dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
             self.layers.append(Stage(blocks, down))
             self.feature_info.append(dict(num_chs=dim, reduction=patch_size * 2 ** i, module=f"layers.{i}"))
         self.norm = nn.LayerNorm(dims[-1])

@@ -101,6 +101,17 @@ def test_other_input_sizes(name, sizes):
         assert out.shape == (1, 10) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("hw", [(7, 10), (8, 9), (6, 6)])
+def test_patch_merging_is_the_originals(hw):
+    """LocalVMamba merges with timm's Swin PatchMerging: the original PatchMerging2D's 2x2 order and its zero
+    padding of odd sizes (timm before 1.0.10 padded H by W % 2 and W by H % 2)."""
+    merge = timm.create_model("test_local_vssm").layers[0].downsample
+    x = torch.randn(2, *hw, merge.dim)  # (B, H, W, C)
+    p = torch.nn.functional.pad(x, (0, 0, 0, hw[1] % 2, 0, hw[0] % 2))
+    ref = torch.cat([p[:, 0::2, 0::2], p[:, 1::2, 0::2], p[:, 0::2, 1::2], p[:, 1::2, 1::2]], -1)  # the original's
+    torch.testing.assert_close(merge(x), merge.reduction(merge.norm(ref)), rtol=0, atol=0)
+
+
 def test_position_tables_are_interpolated_smoothly():
     # at a larger input the pos_embed / RoPE tables are resized, not cropped: a constant table stays constant
     model = timm.create_model("test_local_vim", img_size=64)
