@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers.pos_embed_sincos import rot  # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): pairs turned 90 degrees
+from timm.layers.pos_embed_sincos import rot  # (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): pairs by 90 degrees
 
 __all__ = ["VisionRope", "resize_grid_embedding"]
 
