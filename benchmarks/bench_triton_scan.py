@@ -61,8 +61,8 @@ def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
             row = {}
             for kernel, policy in (("step", lambda *a, **k: False), ("chunked", lambda *a, **k: True)):
                 T.use_chunked = policy
-                f = cuda_time(lambda: T.selective_scan_triton(*leaves), 10, warmup=3) * 1e3
-                fb = cuda_time(lambda: T.selective_scan_triton(*leaves).sum().backward(), 10, warmup=3) * 1e3
+                f = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv), 10, warmup=3) * 1e3
+                fb = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv).sum().backward(), 10, warmup=3) * 1e3
                 row[kernel] = (f, fb - f)
             T.use_chunked = chosen
             b, d, l = u.shape

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import selective_scan
+from ..ops import causal_conv1d, selective_scan
 from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
 from .merge import DirectionMerge
 from .ssm import DirectionalSSM, interleaved_layout
@@ -71,34 +71,23 @@ class MultiDirectionMamba(nn.Module):
         scan neither transposes its inputs nor copies its output: (L, B, K, D) on CPU, the torch scan's
         own layout, or with ``interleaved`` the K sequences interleaved per position, (B, L, K, D), on GPUs,
         where each step of the kernel then reads and writes its K*D channels contiguously. The causal
-        depthwise conv is d_conv shifted multiply-adds along L. The gate silu(z) is applied after the
-        reverse, in token order: the reverse is a gather, so y*silu(z) gathered equals gathered y times
+        depthwise conv (:func:`~localmamba.ops.causal_conv1d`: a Triton kernel on GPUs) reads that layout
+        too. The gate silu(z) is applied after the reverse, in token order: the reverse is a gather, so y*silu(z) gathered equals gathered y times
         silu of the unscanned z, computed once for all K directions instead of gathered K times.
         """
         D = self.d_inner
         xz = self.in_proj(x)  # (B, T, 2D)
         if interleaved:
             xs = multi_scan(xz[..., :D], plan, layout="blkc")  # (B, L, K, D)
-            t, to_bkdl, back, layout = 1, (0, 2, 3, 1), (0, 3, 1, 2), "blkc"  # back: (B, K, D, L) -> (B, L, K, D)
+            to_bkdl, back, layout = (0, 2, 3, 1), (0, 3, 1, 2), "blkc"  # back: (B, K, D, L) -> (B, L, K, D)
         else:
             xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
-            t, to_bkdl, back, layout = 0, (1, 2, 3, 0), (0, 1, 3, 2), "bklc"  # back: -> (B, K, L, D)
-        xs = F.silu(self._causal_conv(xs, t), inplace=True).permute(*to_bkdl)  # (B, K, D, L), a view of xs
-        y = self.ssm(xs, backend=backend)  # (B, K, D, L), in xs's layout
+            to_bkdl, back, layout = (1, 2, 3, 0), (0, 1, 3, 2), "bklc"  # back: -> (B, K, L, D)
+        xs = xs.permute(*to_bkdl).flatten(1, 2)  # (B, K*D, L), a view of channels-innermost storage
+        xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu")  # xs's layout
+        y = self.ssm(xs.unflatten(1, (len(self.directions), D)), backend=backend)  # (B, K, D, L), in xs's layout
         y = multi_reverse(y.permute(*back), plan, layout=layout) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
-
-    def _causal_conv(self, xs: torch.Tensor, time_dim: int) -> torch.Tensor:
-        """The K depthwise causal convolutions on channels-innermost xs (..., K, D), time along
-        ``time_dim``: d_conv shifted multiply-adds, out_t = bias + sum_s w[-1-s] * x_{t-s}. In xs's
-        dtype, as ``nn.Conv1d`` under autocast: bf16 activations stay bf16."""
-        K, D = len(self.directions), self.d_inner
-        w = self.conv1d.weight.to(xs.dtype).view(K, D, self.d_conv)  # (K, D, d_conv)
-        conv = torch.addcmul(self.conv1d.bias.to(xs.dtype).view(K, D), xs, w[..., -1])  # xs's shape
-        L = xs.shape[time_dim]
-        for s in range(1, min(self.d_conv, L)):
-            conv.narrow(time_dim, s, L - s).addcmul_(xs.narrow(time_dim, 0, L - s), w[..., -1 - s])
-        return conv
 
     def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
                      backend: str = "auto") -> torch.Tensor:

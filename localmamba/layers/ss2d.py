@@ -43,7 +43,7 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         B, H, W, _ = x.shape
-        K, D = len(self.directions), self.d_inner
+        D = self.d_inner
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
         plan = scan_plan(self.directions, H, W)

@@ -1,10 +1,5 @@
 """The Triton kernel against the oracle: on a GPU when there is one, else in Triton's CPU interpreter."""
-import os
-import subprocess
-import sys
-
 import pytest
-import torch
 
 CHECK = r"""
 import torch
@@ -53,21 +48,10 @@ for policy in policies[:2]:
 """
 
 
-def test_triton_kernel_matches_oracle_in_interpreter():
-    pytest.importorskip("triton")
-    if torch.cuda.is_available():  # the GPU test below runs the compiled kernel instead
-        pytest.skip("a CUDA GPU is present: the kernel is checked on it")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", CHECK.format(device="cpu")], env=env, capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode and "interpret" in r.stderr.lower() and "not supported" in r.stderr.lower():
-        pytest.skip("this triton has no CPU interpreter")
-    assert r.returncode == 0, r.stdout + r.stderr
+def test_triton_kernel_matches_oracle_in_interpreter(triton_interpreted):
+    triton_interpreted(CHECK)
 
 
 @pytest.mark.cuda
-def test_triton_kernel_matches_oracle_on_gpu():
-    pytest.importorskip("triton")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    exec(CHECK.format(device="cuda"), {})
+def test_triton_kernel_matches_oracle_on_gpu(triton_on_gpu):
+    triton_on_gpu(CHECK)
