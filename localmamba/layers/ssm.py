@@ -77,14 +77,17 @@ class DirectionalSSM(nn.Module):
         dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
-        if dts.stride() != xs.stride():  # delta in xs's layout, so that the scan reads both alike
-            dts = torch.empty_like(xs, dtype=dts.dtype).copy_(dts)  # (B, K, D, L)
+        # delta, B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's
+        # .float() calls do; bf16 for the LocalVim mixer, as the original passes mamba-ssm) and delta in xs's
+        # layout, so that the scan reads both alike
+        if dts.stride() != xs.stride() or dts.dtype != xs.dtype:
+            dts = torch.empty_like(xs).copy_(dts)  # (B, K, D, L)
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
             -torch.exp(self.A_logs.float()),  # (K*D, N)
-            Bs.permute(*back).contiguous(),  # (B, K, N, L): one group per direction
-            Cs.permute(*back).contiguous(),  # (B, K, N, L)
+            Bs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),  # (B, K, N, L): a group each
+            Cs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),  # (B, K, N, L)
             D=self.Ds.float(),
             z=None if z is None else z.reshape(B, K * D, L),
             delta_bias=self.dt_projs_bias.reshape(-1).float(),
