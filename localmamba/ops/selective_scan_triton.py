@@ -497,12 +497,14 @@ def use_chunked(l: int, fp32: bool, backward: bool) -> bool:
     """Which kernel runs: chunked (True) or step by step (False), for a sequence of l steps whose inputs
     (u, delta, B, C, z) are all fp32 (``fp32``) or not.
 
-    Measured on an H200 with the models' own scan inputs (``bench_triton_scan.py --policy``, batch 128
-    at 224): with fp32 inputs the chunked kernels win at every layer of both models (backward: LocalVim-T
-    4.2 against 5.2 ms, LocalVMamba-T stage 1 43 against 66 ms, stage 4 4.3 against 5.1; forward by up to
-    10%). With bf16 inputs (autocast) the step kernels win (LocalVim-T forward 1.1 against 1.6 ms,
-    backward 5.6 against 6.4), except for the backward of long sequences (LocalVMamba-T stage 1, 3136
-    tokens: 62 against 67 ms; stage 2, 784: 24.2 against 24.7).
+    Measured on an H200 (batch 128 at 224). With bf16 inputs (the LocalVim mixer under autocast) the step
+    kernels win in every measurement of the models' own scan inputs (``bench_triton_scan.py --policy``;
+    LocalVim-T forward 0.8 against 1.4 ms, backward 3.4 against 5.8), except for the backward of long
+    sequences (LocalVMamba-T stage 1, 3136 tokens: 62 against 67 ms). With fp32 inputs the kernel-level
+    timings of the step backward varied between calls (LocalVMamba-T stage 1: 42 to 66 ms; chunked: 43),
+    so the choice rests on whole models, step-only against this rule in one process: LocalVMamba-T
+    training 244 against 320 img/s and bf16 inference 1227 against 1336 (its SS2D scans fp32), fp32
+    inference 1499 against 1466; LocalVim-T fp32 inference 2897 against 2834.
     """
     return fp32 or (backward and l >= 512)
 
