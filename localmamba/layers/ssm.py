@@ -74,7 +74,12 @@ class DirectionalSSM(nn.Module):
         rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
         x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
-        dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
+        # the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs of a
+        # rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost layout,
+        # where the per-direction einsum's came out direction-major and cost a copy as large as xs
+        P, Q = rows.shape[:2]
+        W = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
+        dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
         # delta, B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's
