@@ -19,16 +19,22 @@ def trained_like(attn: ChannelAttention) -> ChannelAttention:
     return attn
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_gate_equals_layernorm_definition(autocast):
-    """Outside autograd, fp32 inputs take the statistics-only path (no normalised copy of x); it equals
-    the definition, under CPU autocast too (where LayerNorm runs in fp32). In training, LayerNorm's path."""
+def test_gate_equals_layernorm_definition(autocast, device):
+    """Outside autograd, fp32 CUDA inputs take the statistics-only path (no normalised copy of x): it
+    equals LayerNorm's mean over tokens, under autocast too (where LayerNorm runs in fp32). In training
+    (and on CPU), LayerNorm's path."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     torch.manual_seed(0)
-    attn = trained_like(ChannelAttention(32))
-    x = torch.randn(2, 3, 11, 32) * 3 + 1
+    attn = trained_like(ChannelAttention(32)).to(device)
+    x = torch.randn(2, 3, 11, 32, device=device) * 3 + 1
     tol = dict(rtol=2e-2, atol=2e-3) if autocast else dict(rtol=1e-5, atol=1e-6)  # the MLP runs in bf16 then
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         with torch.no_grad():
+            torch.testing.assert_close(attn._mean_normalized(x), attn.norm(x).float().mean(-2, keepdim=True),
+                                       rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(attn.gate(x), gate_by_definition(attn, x), **tol)
         x.requires_grad_(True)
         g, ref = attn.gate(x), gate_by_definition(attn, x)
