@@ -72,8 +72,9 @@ class MultiDirectionMamba(nn.Module):
         own layout, or with ``interleaved`` the K sequences interleaved per position, (B, L, K, D), on GPUs,
         where each step of the kernel then reads and writes its K*D channels contiguously. The causal
         depthwise conv (:func:`~localmamba.ops.causal_conv1d`: a Triton kernel on GPUs) reads that layout
-        too. The gate silu(z) is applied after the reverse, in token order: the reverse is a gather, so y*silu(z) gathered equals gathered y times
-        silu of the unscanned z, computed once for all K directions instead of gathered K times.
+        too. The gate silu(z) is applied after the reverse, in token order: the reverse is a gather, so
+        y*silu(z) gathered equals gathered y times silu of the unscanned z, computed once for all K
+        directions instead of gathered K times.
         """
         D = self.d_inner
         xz = self.in_proj(x)  # (B, T, 2D)

@@ -91,7 +91,8 @@ class DirectionalSSM(nn.Module):
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
             -torch.exp(self.A_logs.float()),  # (K*D, N)
-            Bs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),  # (B, K, N, L): a group each
+            # (B, K, N, L), a group each: contiguous when cast (SS2D under autocast), else a view of x_dbl
+            Bs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),
             Cs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),  # (B, K, N, L)
             D=self.Ds.float(),
             z=None if z is None else z.reshape(B, K * D, L),

@@ -168,7 +168,8 @@ def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                          activation: str | None = None) -> torch.Tensor:
     """Triton backend (CUDA tensors); same signature and semantics as :func:`causal_conv1d_ref`."""
     if triton is None:
-        raise RuntimeError("the triton causal conv needs triton (it ships with CUDA builds of torch: pip install triton)")
+        raise RuntimeError("the triton causal conv needs triton (it ships with CUDA builds of torch: "
+                           "pip install triton)")
     _check(x, weight, bias, activation)
     return CausalConv1dTritonFn.apply(x, weight, bias, activation is not None)
 
