@@ -7,6 +7,8 @@ of mamba-ssm issue 110) and elementwise ops ignored. fvcore is needed for LocalV
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -30,6 +32,17 @@ def _selective_scan_flop_jit(inputs, outputs):
     return 9 * B * L * D * N + B * D * L
 
 
+def _einsum_flop_jit(inputs, outputs):
+    """Multiply-accumulates of an einsum, the product of its index sizes (fvcore's own handle expects the
+    two inputs that older torch traced; newer torch traces a third, the contraction path)."""
+    equation = inputs[0].toIValue().replace(" ", "")
+    operands = [v.type().sizes() for v in inputs[1].node().inputs()]
+    sizes = {}
+    for letters, shape in zip(equation.split("->")[0].split(","), operands):
+        sizes.update(zip(letters, shape))
+    return math.prod(sizes.values())
+
+
 def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> int:
     """FLOPs (multiply-accumulates) for one image of ``img_size``, by the paper's rules.
 
@@ -50,6 +63,10 @@ def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> in
         x = torch.randn(1, 3, img_size, img_size, device=next(model.parameters()).device)
         fca = FlopCountAnalysis(model.eval(), (x,))
         fca.set_op_handle("prim::PythonOp.SelectiveScanTorchFn", _selective_scan_flop_jit)
+        fca.set_op_handle("aten::einsum", _einsum_flop_jit)
+        # bmm runs only inside the torch scan, whose ops are traced too: the rule above covers them (a handle,
+        # not None: None only silences an op without a handle)
+        fca.set_op_handle("aten::bmm", lambda inputs, outputs: 0)
         for op in ("aten::silu", "aten::neg", "aten::exp", "aten::flip", "aten::index_select", "aten::softplus",
                    "aten::gelu", "aten::sigmoid", "aten::mul", "aten::add", "aten::mean", "aten::sum",
                    "aten::softmax", "aten::pad", "aten::constant_pad_nd"):

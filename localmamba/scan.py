@@ -359,6 +359,14 @@ _OPS = {"scan": _scan, "reverse": _reverse, "unreverse": _unreverse}
 _LAYOUTS = {"bklc": False, "blkc": True}
 
 
+def _gather(x: torch.Tensor, plan: ScanPlan, op: str, interleaved: bool) -> torch.Tensor:
+    """``_Gather.apply``, or the bare gather while ``torch.jit`` traces (fvcore's FLOP count), which cannot
+    record an autograd Function that takes a ScanPlan."""
+    if torch.jit.is_tracing():
+        return _OPS[op](x, plan, interleaved)
+    return _Gather.apply(x, plan, op, interleaved)
+
+
 def _interleaved(layout: str) -> bool:
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {list(_LAYOUTS)}, got {layout!r}")
@@ -371,7 +379,7 @@ def multi_scan(x: torch.Tensor, plan: ScanPlan, layout: str = "bklc") -> torch.T
     the layout in which the GPU kernels read every channel of a step at once."""
     if x.dim() != 3 or x.shape[1] != plan.T:
         raise ValueError(f"multi_scan: x must be (B, {plan.T}, C) for this plan, got {tuple(x.shape)}")
-    return _Gather.apply(x, plan, "scan", _interleaved(layout))
+    return _gather(x, plan, "scan", _interleaved(layout))
 
 
 def multi_reverse(y: torch.Tensor, plan: ScanPlan, layout: str = "bklc") -> torch.Tensor:
@@ -382,4 +390,4 @@ def multi_reverse(y: torch.Tensor, plan: ScanPlan, layout: str = "bklc") -> torc
     if y.dim() != 4 or y.shape[1:3] != want:
         raise ValueError(f"multi_reverse: y must be (B, {want[0]}, {want[1]}, C) for layout {layout!r}, "
                          f"got {tuple(y.shape)}")
-    return _Gather.apply(y, plan, "reverse", interleaved)
+    return _gather(y, plan, "reverse", interleaved)

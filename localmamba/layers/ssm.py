@@ -77,9 +77,12 @@ class DirectionalSSM(nn.Module):
         # the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs of a
         # rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost layout,
         # where the per-direction einsum's came out direction-major and cost a copy as large as xs
-        P, Q = rows.shape[:2]
-        W = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
-        dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
+        if torch.jit.is_tracing():  # a FLOP count (fvcore) sees the per-direction math, not the zero blocks
+            dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
+        else:
+            P, Q = rows.shape[:2]
+            W = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
+            dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
         # delta, B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's
