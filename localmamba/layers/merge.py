@@ -83,15 +83,14 @@ class DirectionMerge(nn.Module):
         B, K, T, C = xs.shape
         if K != self.num_directions:
             raise ValueError(f"expected {self.num_directions} directions, got {K}")
-        if not self.search and not _recording(xs):  # sum_k x_k gate_k in place: no (B, K, T, C) product
-            g = self.attn.gate(xs)  # (B, K, 1, C)
-            out = xs[:, 0] * g[:, 0]  # (B, T, C)
-            for k in range(1, K):
-                out = out.addcmul_(xs[:, k], g[:, k])
-            return out
-        xs = self.attn(xs)  # (B, K, T, C)
-        if not self.search:
-            return xs.sum(1)  # (B, T, C)
-        xs = F.layer_norm(xs, (C,))  # (B, K, T, C)
-        w = self.weights.softmax(0).view(1, K, 1, 1).to(xs.dtype)
-        return (xs * w).sum(1)  # (B, T, C)
+        if self.search:
+            xs = F.layer_norm(self.attn(xs), (C,))  # (B, K, T, C)
+            w = self.weights.softmax(0).view(1, K, 1, 1).to(xs.dtype)
+            return (xs * w).sum(1)  # (B, T, C)
+        if _recording(xs):
+            return self.attn(xs).sum(1)  # (B, T, C)
+        g = self.attn.gate(xs)  # (B, K, 1, C); sum_k x_k gate_k in place: no (B, K, T, C) product
+        out = xs[:, 0] * g[:, 0]  # (B, T, C)
+        for k in range(1, K):
+            out.addcmul_(xs[:, k], g[:, k])
+        return out

@@ -237,6 +237,28 @@ if triton is not None:
         return a1 * a2, a2 * x1 + x2
 
     @triton.jit
+    def _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h0, rows,
+                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """One chunk's inputs and states, both chunked kernels' recurrence: u, delta before softplus
+        (bias added), delta, B (CHUNK rows each), x = delta B u and h_t = a_t h_{t-1} + x_t from h0,
+        the state before the chunk, with a_t = exp(delta_t A)."""
+        u = tl.load(u_p + t[:, None] * su_l, mask=m2, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_D)
+        draw = tl.load(dl_p + t[:, None] * sdl_l, mask=m2, other=0.0).to(tl.float32)
+        Bt = tl.load(B_p + t[:, None] * sB_l, mask=mtn, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_N)
+        if HAS_BIAS:
+            draw += bias[None, :]
+        if SOFTPLUS:
+            dt = _softplus(draw)
+        else:
+            dt = draw
+        dt = tl.where(m2, dt, 0.0)  # steps past the end: a = 1, x = 0
+        a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (CHUNK, BLOCK_D, BLOCK_N)
+        x = (dt * u)[:, :, None] * Bt[:, None, :]  # (CHUNK, BLOCK_D, BLOCK_N)
+        xin = tl.where(rows[:, None, None] == 0, x + a * h0[None, :, :], x)  # the carry enters step 0
+        _, hs = tl.associative_scan((a, xin), 0, _combine)  # h_t = a_t h_{t-1} + x_t within the chunk
+        return u, draw, dt, Bt, a, x, hs
+
+    @triton.jit
     def _fwd_chunk_kernel(
         u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
         d, l, n, d_per_group, n_chunks,
@@ -254,7 +276,7 @@ if triton is not None:
         mask_d = offs_d < d
         mask_n = offs_n < n
         mask_dn = mask_d[:, None] & mask_n[None, :]
-        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _block_d)
+        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _chunk_cfg)
         A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
                                        HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
         u_p = u_ptr + pid_b * su_b + offs_d[None, :] * su_d  # (1, BLOCK_D)
@@ -271,20 +293,10 @@ if triton is not None:
             m_t = t < l
             m2 = m_t[:, None] & mask_d[None, :]  # (CHUNK, BLOCK_D)
             mtn = m_t[:, None] & mask_n[None, :]  # (CHUNK, BLOCK_N)
-            u = tl.load(u_p + t[:, None] * su_l, mask=m2, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_D)
-            dt = tl.load(dl_p + t[:, None] * sdl_l, mask=m2, other=0.0).to(tl.float32)
-            Bt = tl.load(B_p + t[:, None] * sB_l, mask=mtn, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_N)
-            if HAS_BIAS:
-                dt += bias[None, :]
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            dt = tl.where(m2, dt, 0.0)  # steps past the end: a = 1, x = 0
             if STORE_STATES:
                 tl.store(s_p + c * d * n, h, mask=mask_dn)
-            a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (CHUNK, BLOCK_D, BLOCK_N)
-            x = (dt * u)[:, :, None] * Bt[:, None, :]  # (CHUNK, BLOCK_D, BLOCK_N)
-            x = tl.where(rows[:, None, None] == 0, x + a * h[None, :, :], x)  # the carry enters step 0
-            _, hs = tl.associative_scan((a, x), 0, _combine)  # h_t = a_t h_{t-1} + x_t within the chunk
+            u, _, _, _, _, _, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h, rows,
+                                                 HAS_BIAS, SOFTPLUS)  # (CHUNK, BLOCK_D), (CHUNK, BLOCK_D, BLOCK_N)
             h = tl.sum(tl.where(rows[:, None, None] == CHUNK - 1, hs, 0.0), axis=0)  # (BLOCK_D, BLOCK_N)
             if WRITE_OUT:
                 Ct = tl.load(C_p + t[:, None] * sC_l, mask=mtn, other=0.0).to(tl.float32)
@@ -340,28 +352,18 @@ if triton is not None:
             # the step after each row, inside this chunk (the chunk's last row gets the carry instead)
             m_nx = (t + 1 < l) & (rows < CHUNK - 1)
             m2nx = m_nx[:, None] & mask_d[None, :]
-            u = tl.load(u_p + t[:, None] * su_l, mask=m2, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_D)
-            draw = tl.load(dl_p + t[:, None] * sdl_l, mask=m2, other=0.0).to(tl.float32)
             dtn = tl.load(dl_p + (t[:, None] + 1) * sdl_l, mask=m2nx, other=0.0).to(tl.float32)
             dout = tl.load(do_p + t[:, None] * sdo_l, mask=m2, other=0.0).to(tl.float32)
-            Bt = tl.load(B_p + t[:, None] * sB_l, mask=mtn, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_N)
             Ct = tl.load(C_p + t[:, None] * sC_l, mask=mtn, other=0.0).to(tl.float32)
             if HAS_BIAS:
-                draw += bias[None, :]
                 dtn += bias[None, :]
             if SOFTPLUS:
-                dt = _softplus(draw)
                 dtn = _softplus(dtn)
-            else:
-                dt = draw
-            dt = tl.where(m2, dt, 0.0)
             # recompute the chunk's states from the stored state before it
             h0 = tl.load(s_p + c * d * n, mask=mask_dn, other=0.0)  # (BLOCK_D, BLOCK_N)
-            a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (CHUNK, BLOCK_D, BLOCK_N)
+            u, draw, dt, Bt, a, x, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h0,
+                                                      rows, HAS_BIAS, SOFTPLUS)
             dtu = dt * u  # (CHUNK, BLOCK_D)
-            x = dtu[:, :, None] * Bt[:, None, :]  # (CHUNK, BLOCK_D, BLOCK_N)
-            xin = tl.where(rows[:, None, None] == 0, x + a * h0[None, :, :], x)
-            _, hs = tl.associative_scan((a, xin), 0, _combine)
             if HAS_Z:
                 z = tl.load(z_p + t[:, None] * sz_l, mask=m2, other=0.0).to(tl.float32)
                 y = tl.sum(hs * Ct[:, None, :], axis=2)  # (CHUNK, BLOCK_D) ungated output
@@ -413,38 +415,61 @@ def _block_d(d_per_group: int) -> int:
     return min(64, d_per_group & -d_per_group)
 
 
+def _block_n(n: int) -> int:
+    return max(2, triton.next_power_of_2(n))
+
+
 def _strides3(x):
     return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy) -> tuple:
+    """Every kernel's first eight arguments; an absent optional input passes ``dummy`` (never read)."""
+    return (u, delta, A, B4, C4, *(t if t is not None else dummy for t in (D, z, delta_bias)))
+
+
+def _seq_strides(u, delta, z) -> tuple:
+    """Strides of the (b, d, l) inputs u, delta and z (zeros for an absent z)."""
+    return (*_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)))
+
+
+def _param_strides(A, B4, C4) -> tuple:
+    return (A.stride(0), A.stride(1), *B4.stride(), *C4.stride())
+
+
+def _flags(D, z, delta_bias, softplus) -> dict:
+    return dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
+
+
+def _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, states=None):
+    """The step-by-step forward into ``out`` (b, d, l), any strides; with ``states``, also every state,
+    (b, l, d, n)."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    g = B4.shape[1]
+    BLOCK_D = _block_d(d // g)
+    _fwd_kernel[(b, triton.cdiv(d, BLOCK_D))](
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, out), out, states if states is not None else out,
+        d, l, n, d // g,
+        *_seq_strides(u, delta, z), *_strides3(out), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), STORE_STATES=states is not None, BLOCK_D=BLOCK_D,
+        BLOCK_N=_block_n(n), num_warps=_NUM_WARPS,
+    )
 
 
 class SelectiveScanTritonFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        b, d, l = u.shape
-        n = A.shape[1]
+        l = u.shape[2]
         B4 = B if B.dim() == 4 else B.unsqueeze(1)  # (b, g, n, l)
         C4 = C if C.dim() == 4 else C.unsqueeze(1)
         if B4.shape[1] != C4.shape[1]:
             raise ValueError("the triton backend needs B and C with the same number of groups")
-        g = B4.shape[1]
         out = torch.empty_like(u)  # (b, d, l) in u's layout: time-major u gives a time-major output
         if use_chunked(l, _all_fp32(u, delta, B4, C4, z), backward=False):
             _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out, None, FWD_CHUNKED)
         else:
-            BLOCK_D = _block_d(d // g)
-            BLOCK_N = max(2, triton.next_power_of_2(n))
-            grid = (b, triton.cdiv(d, BLOCK_D))
-            dummy = out
-            _fwd_kernel[grid](
-                u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-                delta_bias if delta_bias is not None else dummy, out, dummy,
-                d, l, n, d // g,
-                *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(out),
-                A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
-                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                SOFTPLUS=bool(delta_softplus), STORE_STATES=False, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N,
-                num_warps=_NUM_WARPS,
-            )
+            _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out)
         ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias)
         ctx.meta = (delta_softplus, B.dim() == 3, C.dim() == 3)
         return out
@@ -515,7 +540,7 @@ def _all_fp32(*tensors) -> bool:
 
 def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
     """(BLOCK_D, BLOCK_N): BLOCK_D divides d/g, so that no program straddles two groups."""
-    return min(cfg.block_d, d_per_group & -d_per_group), max(2, triton.next_power_of_2(n))
+    return min(cfg.block_d, d_per_group & -d_per_group), _block_n(n)
 
 
 def _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, states, cfg: ChunkConfig):
@@ -527,14 +552,10 @@ def _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, stat
     n_chunks = triton.cdiv(l, cfg.chunk)
     dummy = out if out is not None else states
     _fwd_chunk_kernel[(b, triton.cdiv(d, BLOCK_D))](
-        u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, dummy, states if states is not None else dummy,
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dummy, states if states is not None else dummy,
         d, l, n, d // g, n_chunks,
-        *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)),
-        *(_strides3(out) if out is not None else (0, 0, 0)),
-        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        STORE_STATES=states is not None, WRITE_OUT=out is not None,
+        *_seq_strides(u, delta, z), *(_strides3(out) if out is not None else (0, 0, 0)), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), STORE_STATES=states is not None, WRITE_OUT=out is not None,
         BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=cfg.chunk, num_warps=cfg.warps,
     )
 
@@ -575,14 +596,11 @@ def _backward_slice_chunked(u, delta, A, B4, C4, D, z, delta_bias, dout, softplu
     grads = _grad_buffers(u, n, nblk, z, D, delta_bias)
     dummy = states
     _bwd_chunk_kernel[(b, nblk)](
-        u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, dout, states,
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dout, states,
         *(x if x is not None else dummy for x in grads),
         d, l, n, d // g, nblk, n_chunks,
-        *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(dout),
-        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=cfg.chunk, num_warps=cfg.warps,
+        *_seq_strides(u, delta, z), *_strides3(dout), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=cfg.chunk, num_warps=cfg.warps,
     )
     del states
     return _finish_grads(*grads, g)
@@ -593,36 +611,19 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     b, d, l = u.shape
     n = A.shape[1]
     g = B4.shape[1]
-    f32 = torch.float32
     BLOCK_D = _block_d(d // g)
-    BLOCK_N = max(2, triton.next_power_of_2(n))
     nblk = triton.cdiv(d, BLOCK_D)
-    grid = (b, nblk)
-    dev = u.device
     # time-major scratch and outputs: each step of a program reads and writes contiguous channels
-    states = torch.empty((b, l, d, n), device=dev, dtype=f32)
-    y = torch.empty((b, l, d), device=dev, dtype=f32)  # ungated output: dz needs it
-    dummy = states
-    common = (d, l, n, d // g)
-    _fwd_kernel[grid](
-        u, delta, A, B4, C4, D if D is not None else dummy, dummy,
-        delta_bias if delta_bias is not None else dummy, y, states,
-        *common,
-        *_strides3(u), *_strides3(delta), 0, 0, 0, l * d, 1, d,
-        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
-        HAS_D=D is not None, HAS_Z=False, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        STORE_STATES=True, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
-    )
+    states = torch.empty((b, l, d, n), device=u.device, dtype=torch.float32)
+    y = torch.empty((b, l, d), device=u.device, dtype=torch.float32)  # ungated output: dz needs it
+    _launch_fwd_step(u, delta, A, B4, C4, D, None, delta_bias, softplus, y.transpose(1, 2), states)
     grads = _grad_buffers(u, n, nblk, z, D, delta_bias)
-    _bwd_kernel[grid](
-        u, delta, A, B4, C4, D if D is not None else dummy, z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy, dout, states, y,
-        *(x if x is not None else dummy for x in grads),
-        *common, nblk,
-        *_strides3(u), *_strides3(delta), *(_strides3(z) if z is not None else (0, 0, 0)), *_strides3(dout),
-        A.stride(0), A.stride(1), *B4.stride(), *C4.stride(),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, num_warps=_NUM_WARPS,
+    _bwd_kernel[(b, nblk)](
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, states), dout, states, y,
+        *(x if x is not None else states for x in grads),
+        d, l, n, d // g, nblk,
+        *_seq_strides(u, delta, z), *_strides3(dout), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), BLOCK_D=BLOCK_D, BLOCK_N=_block_n(n), num_warps=_NUM_WARPS,
     )
     del states
     return _finish_grads(*grads, g)
