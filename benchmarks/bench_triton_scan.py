@@ -7,8 +7,9 @@
 
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
 LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with u, delta and z stored
-(B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass). Times are medians of CUDA events,
-ms, forward and forward+backward. To compare with an earlier kernel, check out its
+(B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32, so that the kernels
+``use_chunked`` picks for fp32 run. Times are medians of CUDA events, ms, forward and forward+backward.
+``--grid`` sweeps the step-by-step kernels' launch settings (it forces them). To compare with an earlier kernel, check out its
 ``localmamba/ops/selective_scan_triton.py`` and run again on the same machine.
 """
 from __future__ import annotations
@@ -93,14 +94,15 @@ def main() -> None:
             print(f"{name:28s} {shp} {'time-major' if tm else '(B, D, L)':10s}: "
                   f"fwd {scan_ms(*shp, 'triton', False, tm):6.2f} ms  fwd+bwd {scan_ms(*shp, 'triton', True, tm):6.2f} ms",
                   flush=True)
-    block_d, warps = T._block_d, T._NUM_WARPS
+    block_d, warps, chosen = T._block_d, T._NUM_WARPS, T.use_chunked
+    T.use_chunked = lambda *a, **k: False  # the grid's settings are the step kernels'
     for name, shp in list(SHAPES.items())[:2] if args.grid else []:
         for w in (2, 4, 8):
             for cap in (16, 32, 64):
                 T._NUM_WARPS, T._block_d = w, (lambda dg, cap=cap: min(cap, dg & -dg))
                 print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "
                       f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
-    T._block_d, T._NUM_WARPS = block_d, warps
+    T._block_d, T._NUM_WARPS, T.use_chunked = block_d, warps, chosen
     if args.policy:
         policy_table()
     if args.train:
