@@ -73,7 +73,7 @@ def train_img_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, second
     """Images/s of training steps (:func:`make_train_step`) over ``seconds`` after 3 untimed ones, and
     the seconds those 3 took (compiling included)."""
     t0 = time.perf_counter()
-    step, _ = make_train_step(torch.compile(model) if compile else model, x, y)
+    step, _ = make_train_step(compile_model(model) if compile else model, x, y)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
