@@ -8,7 +8,7 @@
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
 LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with u, delta and z stored
 (B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32, so that the kernels
-``use_chunked`` picks for fp32 run. Times are medians of CUDA events, ms, forward and forward+backward.
+``use_chunked`` picks run. Times are medians of CUDA events, ms, forward and forward+backward.
 ``--grid`` sweeps the step-by-step kernels' launch settings (it forces them). To compare with an earlier kernel, check out its
 ``localmamba/ops/selective_scan_triton.py`` and run again on the same machine.
 """
@@ -67,8 +67,7 @@ def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
                 row[kernel] = (f, fb - f)
             T.use_chunked = chosen
             b, d, l = u.shape
-            fp32 = all(a.dtype == torch.float32 for a in (u, delta, B, args[4], args[6]) if torch.is_tensor(a))
-            pick = ["chunked" if chosen(l, fp32, backward=bw) else "step" for bw in (False, True)]
+            pick = ["chunked" if chosen(l, backward=bw) else "step" for bw in (False, True)]
             print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
                   f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} "
                   + "  ".join(f"{k}: fwd {v[0]:6.2f} bwd {v[1]:6.2f}" for k, v in row.items())
@@ -97,7 +96,7 @@ def main() -> None:
     block_d, warps, chosen = T._block_d, T._NUM_WARPS, T.use_chunked
     T.use_chunked = lambda *a, **k: False  # the grid's settings are the step kernels'
     for name, shp in list(SHAPES.items())[:2] if args.grid else []:
-        for w in (2, 4, 8):
+        for w in (1, 2, 4):
             for cap in (16, 32, 64):
                 T._NUM_WARPS, T._block_d = w, (lambda dg, cap=cap: min(cap, dg & -dg))
                 print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "

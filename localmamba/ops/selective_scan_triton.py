@@ -9,10 +9,11 @@ registers, b*d/BLOCK_D independent programs fill the GPU, and the sequence is wa
   step ahead. Each step is one exp and a few FMAs per state; best when the state is wide (d_state 16).
 - **chunked** (``_fwd_chunk_kernel``, ``_bwd_chunk_kernel``): a chunk of CHUNK steps is loaded as
   (CHUNK, BLOCK_D) tiles at once and its recurrence runs as ``tl.associative_scan`` along time, the
-  state entering at the chunk's first step. Loads are issued a chunk at a time, which hides their
-  latency where a step holds little work (d_state 1, LocalVMamba, long sequences).
+  state entering at the chunk's first step. Its backward keeps one state per chunk, not every state:
+  the scratch that long sequences need.
 
-:func:`use_chunked` picks one per direction, from measurements. Backward: the forward recurrence is
+:func:`use_chunked` picks one per direction, from measurements: the step kernels, except for the
+backward of long sequences. Backward: the forward recurrence is
 recomputed into a scratch buffer (every state for the step kernel; the state before each chunk for the
 chunked one), then the adjoint recurrence runs backwards in time (the chunked one: a reverse
 associative scan per chunk, dh_t = C_t dy_t + a_{t+1} dh_{t+1}, with a_t h_{t-1} taken as h_t - x_t).
@@ -195,7 +196,7 @@ if triton is not None:
             if HAS_Z:
                 sz = tl.sigmoid(zt)  # y: the ungated output (D skip included), kept by the recompute pass
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
-                tl.store(dz_ptr + g_p + t * d, dz, mask=mask_d)
+                tl.store(dz_ptr + g_p + t * d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
                 dy = dout * zt * sz
             else:
                 dy = dout
@@ -211,7 +212,7 @@ if triton is not None:
             du = dt * q
             if HAS_D:
                 du += Dv * dy
-            tl.store(du_ptr + g_p + t * d, du, mask=mask_d)
+            tl.store(du_ptr + g_p + t * d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
             dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
             tl.store(dBp_ptr + (part * l + t) * n + offs_n, dB_part, mask=mask_n)
             # a_t = exp(dt A): w = dh * a * h_{t-1}
@@ -221,7 +222,7 @@ if triton is not None:
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(draw)
             dbias_acc += ddt
-            tl.store(ddl_ptr + g_p + t * d, ddt, mask=mask_d)
+            tl.store(ddl_ptr + g_p + t * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d)
             dh = dh * a
             h = h_prev
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
@@ -371,7 +372,7 @@ if triton is not None:
                     y += Dv[None, :] * u
                 sz = tl.sigmoid(z)
                 dz = dout * y * sz * (1.0 + z * (1.0 - sz))
-                tl.store(dz_ptr + g_p + t[:, None] * d, dz, mask=m2)
+                tl.store(dz_ptr + g_p + t[:, None] * d, dz.to(dz_ptr.dtype.element_ty), mask=m2)
                 dy = dout * z * sz
             else:
                 dy = dout
@@ -388,7 +389,7 @@ if triton is not None:
             du = dt * q
             if HAS_D:
                 du += Dv[None, :] * dy
-            tl.store(du_ptr + g_p + t[:, None] * d, du, mask=m2)
+            tl.store(du_ptr + g_p + t[:, None] * d, du.to(du_ptr.dtype.element_ty), mask=m2)
             dB_part = tl.sum(dh * dtu[:, :, None], axis=1)  # (CHUNK, BLOCK_N)
             tl.store(dBp_ptr + (part * l + t[:, None]) * n + offs_n[None, :], dB_part, mask=mtn)
             w = dh * (hs - x)  # dh_t * a_t * h_{t-1}
@@ -398,7 +399,7 @@ if triton is not None:
                 ddt = ddt * tl.sigmoid(draw)
             ddt = tl.where(m2, ddt, 0.0)
             dbias_acc += tl.sum(ddt, axis=0)
-            tl.store(ddl_ptr + g_p + t[:, None] * d, ddt, mask=m2)
+            tl.store(ddl_ptr + g_p + t[:, None] * d, ddt.to(ddl_ptr.dtype.element_ty), mask=m2)
             # carry for the chunk before: a_t0 * dh_t0
             first = rows[:, None, None] == 0
             carry = tl.sum(tl.where(first, a * dh, 0.0), axis=0)
@@ -410,9 +411,9 @@ if triton is not None:
 
 
 def _block_d(d_per_group: int) -> int:
-    """Channels per program: the largest power of two <= 64 that divides d/g, so that no program
+    """Channels per program: the largest power of two <= _BLOCK_D that divides d/g, so that no program
     straddles two groups (each program's partial dB/dC then belongs to one group)."""
-    return min(64, d_per_group & -d_per_group)
+    return min(_BLOCK_D, d_per_group & -d_per_group)
 
 
 def _block_n(n: int) -> int:
@@ -466,7 +467,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         if B4.shape[1] != C4.shape[1]:
             raise ValueError("the triton backend needs B and C with the same number of groups")
         out = torch.empty_like(u)  # (b, d, l) in u's layout: time-major u gives a time-major output
-        if use_chunked(l, _all_fp32(u, delta, B4, C4, z), backward=False):
+        if use_chunked(l, backward=False):
             _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out, None, FWD_CHUNKED)
         else:
             _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out)
@@ -481,10 +482,12 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         b, d, l = u.shape
         n = A.shape[1]
         # The backward keeps states of a batch slice in an fp32 scratch, (bs, l, d, n) for the step kernel
-        # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS.
-        chunked = use_chunked(l, _all_fp32(u, delta, B4, C4, z), backward=True)
+        # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
+        # into slices of equal size (a small last slice would leave most of the GPU idle)
+        chunked = use_chunked(l, backward=True)
         per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
-        bs = max(1, min(b, _SCRATCH_ELEMENTS // max(1, per_image)))
+        n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
+        bs = triton.cdiv(b, n_slices)
         slice_grads = _backward_slice_chunked if chunked else _backward_slice_step
         parts = [slice_grads(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
                              None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
@@ -499,10 +502,16 @@ class SelectiveScanTritonFn(torch.autograd.Function):
                 dbias.to(delta_bias.dtype) if delta_bias is not None else None, None)
 
 
-#: Cap of the backward's fp32 state scratch, in elements (4 GiB). A LocalVim-T layer at batch 128 needs
-#: 2.4 GiB: under a 1 GiB cap it ran in three slices and trained at 434 img/s against 475 unsliced (H200).
-_SCRATCH_ELEMENTS = 2 ** 30
-_NUM_WARPS = 4
+#: Cap of the backward's fp32 state scratch, in elements (8 GiB). At batch 128 a LocalVim-T layer needs
+#: 2.4 GiB, a LocalVMamba-T stage-3 layer 4.9 GiB: under a 4 GiB cap the latter ran in two slices.
+_SCRATCH_ELEMENTS = 2 ** 31
+#: Launch settings of the step kernels: one warp per program of 32 channels. The channel reductions of the
+#: backward (dB, dC) then stay within a warp (shuffles, no shared memory or barrier at each step). H200,
+#: the models' own scan inputs at batch 128, backward kernel alone: LocalVim-T 1.45 ms against 1.92 with
+#: 4 warps and 64 channels, LocalVMamba-T stage 1 11.5 against 15.8, stage 3 2.85 against 3.87; the
+#: forward 0.54 against 0.64 (LocalVim-T).
+_NUM_WARPS = 1
+_BLOCK_D = 32
 
 
 class ChunkConfig(NamedTuple):
@@ -512,30 +521,27 @@ class ChunkConfig(NamedTuple):
     warps: int
 
 
-#: Forward and backward settings of the chunked kernels: the fastest of a grid (chunks of 2-16 steps, 8-64
-#: channels, 2-4 warps) at every scan call of LocalVim-T and LocalVMamba-T, batch 128 at 224, fp32, H200.
+#: Settings of the chunked kernels: the states pass (forward, storing the state before each chunk) and the
+#: backward; the fastest of a grid (chunks of 2-8 steps, 16-64 channels, 1-4 warps) at LocalVMamba-T's
+#: stage-1 and stage-3 scans, batch 128 at 224, fp32, H200.
 FWD_CHUNKED = ChunkConfig(4, 32, 2)
-BWD_CHUNKED = ChunkConfig(4, 32, 2)
+BWD_CHUNKED = ChunkConfig(4, 16, 1)
 
 
-def use_chunked(l: int, fp32: bool, backward: bool) -> bool:
-    """Which kernel runs: chunked (True) or step by step (False), for a sequence of l steps whose inputs
-    (u, delta, B, C, z) are all fp32 (``fp32``) or not.
+def use_chunked(l: int, backward: bool) -> bool:
+    """Which kernel runs a sequence of l steps: chunked (True) or step by step (False).
 
-    Measured on an H200 (batch 128 at 224). With bf16 inputs (the LocalVim mixer under autocast) the step
-    kernels win in every measurement of the models' own scan inputs (``bench_triton_scan.py --policy``;
-    LocalVim-T forward 0.8 against 1.4 ms, backward 3.4 against 5.8), except for the backward of long
-    sequences (LocalVMamba-T stage 1, 3136 tokens: 62 against 67 ms). With fp32 inputs the kernel-level
-    timings of the step backward varied between calls (LocalVMamba-T stage 1: 42 to 66 ms; chunked: 43),
-    so the choice rests on whole models, step-only against this rule in one process: LocalVMamba-T
-    training 244 against 320 img/s and bf16 inference 1227 against 1336 (its SS2D scans fp32), fp32
-    inference 1499 against 1466; LocalVim-T fp32 inference 2897 against 2834.
+    Measured on an H200 at the models' own scan inputs, batch 128 at 224. The step kernels win every
+    forward (LocalVMamba-T stage 1, 3136 steps: 4.7 ms against 5.4 for the best chunked setting) and
+    the backward of short sequences (LocalVim-T: 1.05 + 1.45 ms against 0.97 + 4.06 for states pass and
+    backward). But the step backward stores every state, (b, l, d, n) fp32: 20 and 10 GiB a layer at
+    LocalVMamba-T's 3136- and 784-step stages, which then run in batch slices that leave the GPU half
+    idle, where the chunked backward stores one state in 4. Whole LocalVMamba-T training steps, the
+    policies one after another in one process: 364 img/s with this rule, 359 with the step kernels
+    everywhere and no slicing (20 GiB scratch), 310 sliced at 8 GiB, 333 with the earlier rule (chunked
+    for every fp32 scan, 4-warp step kernels).
     """
-    return fp32 or (backward and l >= 512)
-
-
-def _all_fp32(*tensors) -> bool:
-    return all(t is None or t.dtype == torch.float32 for t in tensors)
+    return backward and l >= 512
 
 
 def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
@@ -560,14 +566,17 @@ def _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, stat
     )
 
 
-def _grad_buffers(u, n: int, nblk: int, z, D, delta_bias) -> list:
-    """A backward kernel's fp32 outputs, in its argument order: du, ddelta, dz (time-major (b, l, d)), the
+def _grad_buffers(u, n: int, nblk: int, delta, z, D, delta_bias) -> list:
+    """A backward kernel's outputs, in its argument order: du, ddelta, dz (time-major (b, l, d), in the dtypes
+    of u, delta and z: the kernel rounds its fp32 values once, with no cast afterwards), and in fp32 the
     per-program partial sums of dB and dC (b, d-blocks, l, n), and per-image dA, dD, d delta_bias."""
     b, d, l = u.shape
 
-    def empty(*shape, keep=True):
-        return torch.empty(shape, device=u.device, dtype=torch.float32) if keep else None
-    return [empty(b, l, d), empty(b, l, d), empty(b, l, d, keep=z is not None), empty(b, nblk, l, n),
+    def empty(*shape, keep=True, like=None):
+        dtype = torch.float32 if like is None else like.dtype
+        return torch.empty(shape, device=u.device, dtype=dtype) if keep else None
+    return [empty(b, l, d, like=u), empty(b, l, d, like=delta), empty(b, l, d, keep=z is not None, like=z),
+            empty(b, nblk, l, n),
             empty(b, nblk, l, n), empty(b, d, n), empty(b, d, keep=D is not None),
             empty(b, d, keep=delta_bias is not None)]
 
@@ -593,7 +602,7 @@ def _backward_slice_chunked(u, delta, A, B4, C4, D, z, delta_bias, dout, softplu
     n_chunks = triton.cdiv(l, cfg.chunk)
     states = torch.empty((b, n_chunks, d, n), device=u.device, dtype=torch.float32)  # (b, chunks, d, n)
     _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, None, states, cfg)
-    grads = _grad_buffers(u, n, nblk, z, D, delta_bias)
+    grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
     dummy = states
     _bwd_chunk_kernel[(b, nblk)](
         *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dout, states,
@@ -617,7 +626,7 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     states = torch.empty((b, l, d, n), device=u.device, dtype=torch.float32)
     y = torch.empty((b, l, d), device=u.device, dtype=torch.float32)  # ungated output: dz needs it
     _launch_fwd_step(u, delta, A, B4, C4, D, None, delta_bias, softplus, y.transpose(1, 2), states)
-    grads = _grad_buffers(u, n, nblk, z, D, delta_bias)
+    grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
     _bwd_kernel[(b, nblk)](
         *_io_args(u, delta, A, B4, C4, D, z, delta_bias, states), dout, states, y,
         *(x if x is not None else states for x in grads),
