@@ -72,7 +72,20 @@ class DirectionalSSM(nn.Module):
         N, R = self.d_state, self.dt_rank
         batch_outer = xs.stride(0) >= xs.stride(3)
         rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
-        x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
+        P, Q = rows.shape[:2]
+        if rows.is_cuda and not torch.jit.is_tracing():
+            # on GPUs one GEMM against the K projections' block-diagonal stack: rows are then read as the plain
+            # (P*Q, K*D) matrix they are in the mixers' layout, where the per-direction einsum copied them to
+            # (K, P*Q, D) first and its weight gradient ran a strided bmm (LocalVMamba-T stage 1: 4.9 ms a
+            # layer at batch 128). K times the FLOPs of the einsum, still small; on CPUs the einsum
+            W = torch.block_diag(*self.x_proj_weight.transpose(1, 2))  # (K*D, K*(R+2N))
+            x_dbl = (rows.reshape(P * Q, K * D) @ W).view(P, Q, K, R + 2 * N)  # (P, Q, K, R+2N)
+        else:
+            x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
+        # B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's .float()
+        # calls do; bf16 for the LocalVim mixer, as the original passes mamba-ssm), cast as one projection so
+        # that the scan reads them as views in its layout: a step's N values contiguous
+        x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
         # the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs of a
         # rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost layout,
@@ -80,23 +93,19 @@ class DirectionalSSM(nn.Module):
         if torch.jit.is_tracing():  # a FLOP count (fvcore) sees the per-direction math, not the zero blocks
             dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
         else:
-            P, Q = rows.shape[:2]
             W = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
             dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
-        # delta, B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's
-        # .float() calls do; bf16 for the LocalVim mixer, as the original passes mamba-ssm) and delta in xs's
-        # layout, so that the scan reads both alike
+        # delta in xs's dtype and layout, so that the scan reads both alike
         if dts.stride() != xs.stride() or dts.dtype != xs.dtype:
             dts = torch.empty_like(xs).copy_(dts)  # (B, K, D, L)
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
             -torch.exp(self.A_logs.float()),  # (K*D, N)
-            # (B, K, N, L), a group each: contiguous when cast (SS2D under autocast), else a view of x_dbl
-            Bs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),
-            Cs.permute(*back).to(xs.dtype, memory_format=torch.contiguous_format),  # (B, K, N, L)
+            Bs.permute(*back),  # (B, K, N, L), a group each: a view of x_dbl
+            Cs.permute(*back),  # (B, K, N, L)
             D=self.Ds.float(),
             z=None if z is None else z.reshape(B, K * D, L),
             delta_bias=self.dt_projs_bias.reshape(-1).float(),
