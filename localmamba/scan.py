@@ -264,6 +264,15 @@ class ScanPlan:
                    (self.flat_gather, self.flat_reverse, self.flat_unreverse))
         return _on(g, device, key + ("g",)), _on(r, device, key + ("r",)), _on(u, device, key + ("u",))
 
+    def reverse_rows(self, device: torch.device, layout: str = "bklc") -> torch.Tensor:
+        """(K, T): the row of the scanned sequences, flattened to (K*L) rows (``layout="blkc"``: (L*K)
+        rows, position-major), that holds direction k's token t. Rows past a direction's end or holding
+        window padding are never read. :func:`multi_reverse` as an index, for ops that gather it themselves."""
+        interleaved = _interleaved(layout)
+        flat = self.flat_reverse_lk if interleaved else self.flat_reverse
+        key = ("plan", self.directions, self.H, self.W, self.cls_position, interleaved, "rows")
+        return _on(flat.view(self.K, self.T), torch.device(device), key)  # one tensor per plan and device
+
 
 _PLANS: dict = {}  # (directions, H, W, cls_position) as passed -> plan: scan_plan's fast path
 

@@ -74,7 +74,8 @@ class MultiDirectionMamba(nn.Module):
         depthwise conv (:func:`~localmamba.ops.causal_conv1d`: a Triton kernel on GPUs) reads that layout
         too. The gate silu(z) is applied after the reverse, in token order: the reverse is a gather, so
         y*silu(z) gathered equals gathered y times silu of the unscanned z, computed once for all K
-        directions instead of gathered K times.
+        directions instead of gathered K times. On GPUs the reverse, the gate and the merge are one op
+        (:meth:`DirectionMerge.merge_rows`) that reads the scan's rows in place.
         """
         D = self.d_inner
         xz = self.in_proj(x)  # (B, T, 2D)
@@ -87,7 +88,11 @@ class MultiDirectionMamba(nn.Module):
         xs = xs.permute(*to_bkdl).flatten(1, 2)  # (B, K*D, L), a view of channels-innermost storage
         xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu")  # xs's layout
         y = self.ssm(xs.unflatten(1, (len(self.directions), D)), backend=backend)  # (B, K, D, L), in xs's layout
-        y = multi_reverse(y.permute(*back), plan, layout=layout) * F.silu(xz[..., D:]).unsqueeze(1)  # (B, K, T, D)
+        s = F.silu(xz[..., D:])  # (B, T, D)
+        if interleaved:  # the merge reads the scan's rows in place, reversing them itself
+            rows = y.permute(*back).flatten(1, 2)  # (B, L*K, D), a view
+            return self.out_proj(self.merge.merge_rows(rows, plan.reverse_rows(x.device, layout), s=s))
+        y = multi_reverse(y.permute(*back), plan, layout=layout) * s.unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
 
     def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,

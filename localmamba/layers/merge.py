@@ -12,11 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import channel_merge
+
 __all__ = ["ChannelAttention", "DirectionMerge"]
 
 
 def _recording(x: torch.Tensor) -> bool:
-    """Whether autograd records ops on x (a training step), where the inference paths below are slower."""
+    """Whether autograd records ops on x (a training step)."""
     return torch.is_grad_enabled() and x.requires_grad
 
 
@@ -32,26 +34,12 @@ class ChannelAttention(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., T, C) -> gate (..., 1, C) in (0, 1)."""
-        if x.dtype == torch.float32 and x.is_cuda and not _recording(x):
-            g = self._mean_normalized(x)  # (..., 1, C)
-        else:
-            g = self.norm(x).mean(-2, keepdim=True)  # (..., 1, C)
-        return torch.sigmoid(self.channel_select(F.gelu(self.global_reduce(g))))  # (..., 1, C)
+        return self.gate_from_mean(F.layer_norm(x, x.shape[-1:], eps=self.norm.eps).mean(-2, keepdim=True))
 
-    def _mean_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """mean over tokens of LN(x), (..., 1, C), without LN's (..., T, C) output: with per-token mu_t and
-        rstd_t, mean_t LN(x)_t = w * (mean_t rstd_t x_t - mean_t rstd_t mu_t) + b, the first term one
-        matrix-vector product a (..., T, C) slice. In fp32 whatever autocast says (as LayerNorm under
-        autocast), for fp32 inputs only (bf16 ones take LayerNorm, whose fp32 statistics this would round)
-        and outside autograd: in a training step LayerNorm's backward was the faster one (H200,
-        LocalVMamba-T at batch 128: 334 img/s against 302 with this path and the in-place sum). CUDA
-        only: on CPU ``var_mean`` over the last dim took 2.1 ms where LayerNorm took 0.3 (LocalVim-T,
-        batch 2, 2 threads)."""
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            var, mu = torch.var_mean(x, -1, correction=0, keepdim=True)  # (..., T, 1)
-            rstd = torch.rsqrt(var + self.norm.eps)  # (..., T, 1)
-            m = (rstd.transpose(-1, -2) @ x - (rstd * mu).sum(-2, keepdim=True)) / x.shape[-2]  # (..., 1, C)
-            return m * self.norm.weight + self.norm.bias  # (..., 1, C)
+    def gate_from_mean(self, m: torch.Tensor) -> torch.Tensor:
+        """The gate from m = mean over tokens of LN(x) without LN's affine part (..., C) -> (..., C): the
+        mean of the affine LN is then w * m + b."""
+        return torch.sigmoid(self.channel_select(F.gelu(self.global_reduce(m * self.norm.weight + self.norm.bias))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
@@ -79,6 +67,20 @@ class DirectionMerge(nn.Module):
             raise RuntimeError("direction probabilities exist only for a search (supernet) layer")
         return self.weights.detach().flatten().softmax(0)
 
+    def merge_rows(self, rows: torch.Tensor, index: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` of x_kt = rows[:, index[k, t]] * s_t, (B, T, C): the scanned sequences as rows
+        (B, R, C), before their reverse to token order, which ``index`` (K, T) gives
+        (:meth:`~localmamba.scan.ScanPlan.reverse_rows`), and an optional gate s (B, T, C). The channel
+        attention merge then runs as :func:`~localmamba.ops.channel_merge`: on GPUs its kernels read each
+        direction's rows in place, with neither the (B, K, T, C) gather nor LayerNorm's output in memory."""
+        if index.shape[0] != self.num_directions:
+            raise ValueError(f"expected {self.num_directions} directions, got {index.shape[0]}")
+        if self.search:
+            B, _, C = rows.shape
+            xs = rows.index_select(1, index.flatten()).view(B, *index.shape, C)  # (B, K, T, C)
+            return self(xs if s is None else xs * s.unsqueeze(1))
+        return channel_merge(rows, index, self.attn.gate_from_mean, s=s, eps=self.attn.norm.eps)
+
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         B, K, T, C = xs.shape
         if K != self.num_directions:
@@ -89,7 +91,7 @@ class DirectionMerge(nn.Module):
             return (xs * w).sum(1)  # (B, T, C)
         if _recording(xs):
             return self.attn(xs).sum(1)  # (B, T, C)
-        g = self.attn.gate(xs)  # (B, K, 1, C); sum_k x_k gate_k in place: no (B, K, T, C) product
+        g = self.attn.gate(xs)  # (B, K, 1, C); sum_k x_k gate_k in place, outside autograd: no (B, K, T, C) product
         out = xs[:, 0] * g[:, 0]  # (B, T, C)
         for k in range(1, K):
             out.addcmul_(xs[:, k], g[:, k])

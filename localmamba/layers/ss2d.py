@@ -62,7 +62,11 @@ class SS2D(nn.Module):
                 xs = xs.transpose(-1, -2).to(**fp32)  # (B, K, D, L), contiguous for mamba-ssm
             back, layout = (0, 1, 3, 2), "bklc"  # (B, K, D, L) -> (B, K, L, D)
         y = self.ssm(xs, backend=backend)  # (B, K, D, L), in xs's layout
-        y = self.merge(multi_reverse(y.permute(*back), plan, layout=layout))  # (B, H*W, D)
+        if layout == "blkc":  # the merge reads the scan's rows in place, reversing them itself
+            rows = y.permute(*back).flatten(1, 2)  # (B, L*K, D), a view
+            y = self.merge.merge_rows(rows, plan.reverse_rows(y.device, layout))  # (B, H*W, D)
+        else:
+            y = self.merge(multi_reverse(y.permute(*back), plan, layout=layout))  # (B, H*W, D)
         y = self.out_norm(y).view(B, H, W, D).to(z.dtype)  # (B, H, W, D)
         return self.dropout(self.out_proj(y * F.silu(z)))  # (B, H, W, d_model)
 

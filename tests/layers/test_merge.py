@@ -22,9 +22,8 @@ def trained_like(attn: ChannelAttention) -> ChannelAttention:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("autocast", [False, True])
 def test_gate_equals_layernorm_definition(autocast, device):
-    """Outside autograd, fp32 CUDA inputs take the statistics-only path (no normalised copy of x): it
-    equals LayerNorm's mean over tokens, under autocast too (where LayerNorm runs in fp32). In training
-    (and on CPU), LayerNorm's path."""
+    """The gate is built from the mean of the non-affine LayerNorm (``gate_from_mean``, the form the fused
+    merge op computes): equal to the affine LayerNorm's, in and outside autograd, under autocast too."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     torch.manual_seed(0)
@@ -33,8 +32,6 @@ def test_gate_equals_layernorm_definition(autocast, device):
     tol = dict(rtol=2e-2, atol=2e-3) if autocast else dict(rtol=1e-5, atol=1e-6)  # the MLP runs in bf16 then
     with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         with torch.no_grad():
-            torch.testing.assert_close(attn._mean_normalized(x), attn.norm(x).float().mean(-2, keepdim=True),
-                                       rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(attn.gate(x), gate_by_definition(attn, x), **tol)
         x.requires_grad_(True)
         g, ref = attn.gate(x), gate_by_definition(attn, x)
@@ -59,7 +56,7 @@ def test_merge_is_sum_of_attended_directions(K):
     merge = DirectionMerge(16, K)
     trained_like(merge.attn)
     xs = torch.randn(2, K, 9, 16)
-    with torch.no_grad():  # inference: the in-place weighted sum and the statistics-only gate
+    with torch.no_grad():  # inference: the in-place weighted sum
         torch.testing.assert_close(merge(xs), (xs * gate_by_definition(merge.attn, xs)).sum(1), rtol=1e-5, atol=1e-6)
     xs.requires_grad_(True)
     out = merge(xs)
@@ -69,3 +66,24 @@ def test_merge_is_sum_of_attended_directions(K):
     params = [xs, *merge.parameters()]
     for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("search", [False, True])
+def test_merge_rows_equals_merge_of_reversed_rows(search):
+    """merge_rows reads x_kt = rows[index[k, t]] * s_t itself: equal to the merge of the gathered, gated rows."""
+    torch.manual_seed(0)
+    K, T, C = 3, 7, 16
+    merge = DirectionMerge(C, K, search=search)
+    trained_like(merge.attn)
+    rows = torch.randn(2, K * T + 2, C, requires_grad=True)  # two rows no direction reads (padding)
+    index = torch.randperm(K * T + 2)[:K * T].view(K, T)
+    s = torch.rand(2, T, C, requires_grad=True)
+    out = merge.merge_rows(rows, index, s=s)
+    ref = merge(rows[:, index.flatten()].view(2, K, T, C) * s.unsqueeze(1))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(out)
+    params = [rows, s, *merge.parameters()]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="directions"):
+        merge.merge_rows(rows, index[:2], s=s)
