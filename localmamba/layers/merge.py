@@ -39,7 +39,8 @@ class ChannelAttention(nn.Module):
     def gate_from_mean(self, m: torch.Tensor) -> torch.Tensor:
         """The gate from m = mean over tokens of LN(x) without LN's affine part (..., C) -> (..., C): the
         mean of the affine LN is then w * m + b."""
-        return torch.sigmoid(self.channel_select(F.gelu(self.global_reduce(m * self.norm.weight + self.norm.bias))))
+        return torch.sigmoid(self.channel_select(F.gelu(self.global_reduce(torch.addcmul(self.norm.bias, m,
+                                                                                          self.norm.weight)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

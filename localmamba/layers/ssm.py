@@ -30,6 +30,15 @@ def dt_bias_init(shape, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float 
     return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
 
 
+def _block_diagonal(W: torch.Tensor) -> torch.Tensor:
+    """K linear maps W (K, out, in) as one (K*in, K*out) matrix, block k = W[k].T on the diagonal: one
+    broadcast product with the identity (``torch.block_diag`` is K + 2 kernels and autograd nodes, and
+    the mixers build two of these a layer at every step)."""
+    K = W.shape[0]
+    eye = torch.eye(K, device=W.device, dtype=W.dtype)  # (K, K)
+    return (W.transpose(1, 2).unsqueeze(2) * eye[:, None, :, None]).flatten(2).flatten(0, 1)  # (K*in, K*out)
+
+
 class DirectionalSSM(nn.Module):
     """Parameters and forward of K stacked selective scans over d_inner channels each.
 
@@ -78,7 +87,7 @@ class DirectionalSSM(nn.Module):
             # (P*Q, K*D) matrix they are in the mixers' layout, where the per-direction einsum copied them to
             # (K, P*Q, D) first and its weight gradient ran a strided bmm (LocalVMamba-T stage 1: 4.9 ms a
             # layer at batch 128). K times the FLOPs of the einsum, still small; on CPUs the einsum
-            W = torch.block_diag(*self.x_proj_weight.transpose(1, 2))  # (K*D, K*(R+2N))
+            W = _block_diagonal(self.x_proj_weight)  # (K*D, K*(R+2N))
             x_dbl = (rows.reshape(P * Q, K * D) @ W).view(P, Q, K, R + 2 * N)  # (P, Q, K, R+2N)
         else:
             x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
@@ -93,7 +102,7 @@ class DirectionalSSM(nn.Module):
         if torch.jit.is_tracing():  # a FLOP count (fvcore) sees the per-direction math, not the zero blocks
             dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
         else:
-            W = torch.block_diag(*self.dt_projs_weight.transpose(1, 2))  # (K*R, K*D)
+            W = _block_diagonal(self.dt_projs_weight)  # (K*R, K*D)
             dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
