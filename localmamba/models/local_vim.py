@@ -4,7 +4,7 @@ Architecture (equal to the original ``VisionMamba`` with ``rms_norm``, ``residua
 ``fused_add_norm``, ``final_pool_type='mean'``, ``if_abs_pos_embed``, ``bimamba_type='v2'``):
 16x16 patches (timm PatchEmbed, padded on the fly), absolute position embedding, optional class
 token in the middle of the sequence, then ``depth`` blocks of Add -> RMSNorm -> MultiDirectionMamba,
-with 2-D RoPE applied to the hidden states and the residual before every block, a final
+with 2-D RoPE applied to the hidden states and the residual before every block (to their sum: the same), a final
 Add -> RMSNorm, mean pooling (or the middle class token) and a linear head. ``stem="conv"`` (ours,
 for the CIFAR variants) replaces the patch embedding by :class:`~localmamba.layers.ConvStem`.
 """
@@ -134,11 +134,7 @@ class LocalVim(Backbone):
         rope = self.rope.tables(grid) if self.rope is not None else None
         hidden, residual, taken = x, None, {}
         for i, layer in enumerate(self.layers[:stop]):
-            if rope is not None:
-                hidden = VisionRope.apply(hidden, *rope)
-                if residual is not None:
-                    residual = VisionRope.apply(residual, *rope)
-            hidden, residual = layer(hidden, residual, grid, cls_position=cls_pos, backend=self.backend)
+            hidden, residual = layer(hidden, residual, grid, cls_position=cls_pos, backend=self.backend, rope=rope)
             if take is not None and i in take:
                 taken[i] = residual + hidden.float()
         return hidden, residual, taken
