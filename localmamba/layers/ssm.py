@@ -39,6 +39,12 @@ def _block_diagonal(W: torch.Tensor) -> torch.Tensor:
     return (W.transpose(1, 2).unsqueeze(2) * eye[:, None, :, None]).flatten(2).flatten(0, 1)  # (K*in, K*out)
 
 
+def _block_projection(rows: torch.Tensor) -> bool:
+    """Whether the x projection runs as one GEMM against the block-diagonal weights: on GPUs, outside a
+    FLOP count's trace (see :meth:`DirectionalSSM.forward`)."""
+    return rows.is_cuda and not torch.jit.is_tracing()
+
+
 class DirectionalSSM(nn.Module):
     """Parameters and forward of K stacked selective scans over d_inner channels each.
 
@@ -82,7 +88,7 @@ class DirectionalSSM(nn.Module):
         batch_outer = xs.stride(0) >= xs.stride(3)
         rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
         P, Q = rows.shape[:2]
-        if rows.is_cuda and not torch.jit.is_tracing():
+        if _block_projection(rows):
             # on GPUs one GEMM against the K projections' block-diagonal stack: rows are then read as the plain
             # (P*Q, K*D) matrix they are in the mixers' layout, where the per-direction einsum copied them to
             # (K, P*Q, D) first and its weight gradient ran a strided bmm (LocalVMamba-T stage 1: 4.9 ms a

@@ -4,16 +4,18 @@ import torch
 
 import localmamba.layers.mamba as mamba_mod
 import localmamba.layers.ss2d as ss2d_mod
+import localmamba.layers.ssm as ssm_mod
 from localmamba.layers import SS2D, DirectionMerge, MultiDirectionMamba
 
 
 @pytest.fixture(params=["cpu", "interleaved"])
 def layout(request, monkeypatch):
-    """The mixers' layout: CPU's own time-major path, or the GPU one (interleaved (B, L, K, D)), which
-    the torch scan runs on CPU too."""
+    """The mixers' layout: CPU's own time-major path, or the GPU one (interleaved (B, L, K, D), the x
+    projection as one block-diagonal GEMM, the merge reading the scan's rows), which runs on CPU too."""
     if request.param == "interleaved":
         for mod in (mamba_mod, ss2d_mod):
             monkeypatch.setattr(mod, "interleaved_layout", lambda x, backend: True)
+        monkeypatch.setattr(ssm_mod, "_block_projection", lambda rows: True)
     return request.param
 
 
