@@ -151,3 +151,17 @@ def test_interleaved_layout_is_the_stacked_one_transposed(cls_position):
         multi_scan(x, plan, layout="bkcl")
     with pytest.raises(ValueError, match=r"\(B, %d, %d, C\)" % (plan.L, plan.K)):
         multi_reverse(y.transpose(1, 2), plan, layout="blkc")
+
+
+@pytest.mark.parametrize("layout", ["bklc", "blkc"])
+@pytest.mark.parametrize("cls_position", [None, 5])
+def test_reverse_rows_index_the_reverse(layout, cls_position):
+    """reverse_rows (K, T): the row of the flattened scanned sequences that multi_reverse reads for each
+    direction and token, without repeats (ops that reverse by themselves rely on it)."""
+    plan = scan_plan(("h", "v_flip", "w2", "w3_flip"), 3, 5, cls_position=cls_position)  # padded plan
+    rows = plan.reverse_rows("cpu", layout)
+    assert rows.shape == (plan.K, plan.T) and rows.unique().numel() == rows.numel()
+    seq = (plan.L, plan.K) if layout == "blkc" else (plan.K, plan.L)
+    y = torch.randn(2, *seq, 3)
+    torch.testing.assert_close(y.flatten(1, 2)[:, rows], multi_reverse(y, plan, layout=layout))
+    assert plan.reverse_rows("cpu", layout).equal(rows)
