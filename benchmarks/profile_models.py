@@ -5,16 +5,33 @@
 
 Prints torch.profiler's table sorted by device time (CUDA) or CPU time, after warm-up steps; the first
 question to answer before making a model faster (on the H200 the selective scan dominated, see README).
+On CUDA it first prints how long the host takes to issue a step against how long a step takes: a model
+whose GPU work is short (LocalVim-T) can be bound by the host's op dispatch instead.
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import timm
 import torch
 from bench_models import make_train_step
 
 import localmamba  # noqa: F401
+
+
+def host_time(step, n: int = 5) -> tuple[float, float]:
+    """(ms the host takes to issue a step, ms a step takes), over n steps without synchronising between
+    them: when the first is close to the second the GPU waits for the host (op dispatch, launches), and a
+    slower host CPU makes the model slower (LocalVim-T at batch 128 on an H200: 120 of 129 ms a training
+    step)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return 1e3 * (t1 - t0) / n, 1e3 * (time.perf_counter() - t0) / n
 
 
 def main() -> None:
@@ -45,6 +62,10 @@ def main() -> None:
 
     for _ in range(3):
         step()
+    if cuda:
+        issue_ms, wall_ms = host_time(step)
+        print(f"host: {issue_ms:.1f} ms to issue a step, {wall_ms:.1f} ms a step "
+              f"({'bound by the host' if issue_ms > 0.9 * wall_ms else 'bound by the GPU'})")
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=activities) as prof:
         step()
