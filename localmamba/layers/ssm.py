@@ -40,8 +40,8 @@ def _block_diagonal(W: torch.Tensor) -> torch.Tensor:
 
 
 def _block_projection(rows: torch.Tensor) -> bool:
-    """Whether the x projection runs as one GEMM against the block-diagonal weights: on GPUs, outside a
-    FLOP count's trace (see :meth:`DirectionalSSM.forward`)."""
+    """Whether the x and delta projections run as one GEMM each against the block-diagonal weights: on
+    GPUs, outside a FLOP count's trace (see :meth:`DirectionalSSM.forward`)."""
     return rows.is_cuda and not torch.jit.is_tracing()
 
 
@@ -102,14 +102,17 @@ class DirectionalSSM(nn.Module):
         # that the scan reads them as views in its layout: a step's N values contiguous
         x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
-        # the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs of a
-        # rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost layout,
-        # where the per-direction einsum's came out direction-major and cost a copy as large as xs
-        if torch.jit.is_tracing():  # a FLOP count (fvcore) sees the per-direction math, not the zero blocks
-            dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
-        else:
+        # on GPUs the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs
+        # of a rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost
+        # layout, where the per-direction einsum's came out direction-major and cost a copy as large as xs.
+        # On CPUs those K-fold FLOPs cost more than the copy (LocalVim-T layer, batch 2, 2 threads, copy
+        # included: 0.27-0.42 ms against 0.55-1.02, medians of 4 runs), and a FLOP count must see the
+        # per-direction math
+        if _block_projection(rows):
             W = _block_diagonal(self.dt_projs_weight)  # (K*R, K*D)
             dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
+        else:
+            dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
         # delta in xs's dtype and layout, so that the scan reads both alike

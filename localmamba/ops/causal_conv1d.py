@@ -9,11 +9,15 @@ Per batch element and channel ``c``, kernel width ``W`` (the signature of the ca
 
 - ``"ref"``: :func:`causal_conv1d_ref`, W shifted multiply-adds in plain PyTorch (autograd through them),
   in x's dtype as ``nn.Conv1d`` under autocast. Any device; the oracle.
+- ``"torch"``: :func:`causal_conv1d_torch`, the same multiply-adds with each tap's weights as a contiguous row
+  (the reference's taps are columns of the (dim, W) weight, strided by W, which in the channels-innermost
+  layouts keeps the multiply-adds from vectorising). Any device. A LocalVim-T layer at batch 2 on the
+  2-core CPU, (L, B, C) storage: 0.70 ms against the reference's 1.21 (medians, 2 threads).
 - ``"triton"``: one kernel forward, one backward (CUDA). The reference spends on a GPU ~2.7 ms a LocalVim-T
   layer of a training step at batch 128 (H200): the in-place shifted adds on views make autograd copy the
   gradient once per tap, and every tap, its weight gradient and the SiLU are a pass over the activations.
   The kernels read x once (a tile and its W-1 rows of history from cache) and accumulate in fp32.
-- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"ref"``.
+- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"torch"``.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 
 from .selective_scan_triton import triton, triton_available
 
-__all__ = ["causal_conv1d", "causal_conv1d_ref", "causal_conv1d_triton"]
+__all__ = ["causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_triton"]
 
 ACTIVATIONS = (None, "silu", "swish")
 
@@ -51,6 +55,23 @@ def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         out = x * w[:, -1]
     for s in range(1, min(W, L)):
         out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), w[:, -1 - s])
+    return F.silu(out, inplace=True) if activation else out
+
+
+def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                        activation: str | None = None) -> torch.Tensor:
+    """:func:`causal_conv1d_ref`'s multiply-adds (same order, same result) with the weight transposed once
+    to (W, dim): each tap is then a contiguous row that broadcasts along x's channels. Any device."""
+    _check(x, weight, bias, activation)
+    W = weight.shape[1]
+    L = x.shape[-1]
+    w = weight.to(x.dtype).t().contiguous()[..., None]  # (W, C, 1): tap rows, broadcast over (B, C, L)
+    if bias is not None:
+        out = torch.addcmul(bias.to(x.dtype)[:, None], x, w[-1])  # (B, C, L), x's layout
+    else:
+        out = x * w[-1]
+    for s in range(1, min(W, L)):
+        out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), w[-1 - s])
     return F.silu(out, inplace=True) if activation else out
 
 
@@ -178,9 +199,11 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   activation: str | None = None, backend: str = "auto") -> torch.Tensor:
     """Causal depthwise conv1d, x (batch, dim, seqlen), weight (dim, width), bias (dim,); see the module doc."""
     if backend == "auto":
-        backend = "triton" if x.is_cuda and triton_available() else "ref"
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
     if backend == "triton":
         return causal_conv1d_triton(x, weight, bias, activation)
+    if backend == "torch":
+        return causal_conv1d_torch(x, weight, bias, activation)
     if backend == "ref":
         return causal_conv1d_ref(x, weight, bias, activation)
-    raise ValueError(f"backend must be 'auto', 'ref' or 'triton', got {backend!r}")
+    raise ValueError(f"backend must be 'auto', 'ref', 'torch' or 'triton', got {backend!r}")

@@ -315,17 +315,26 @@ class SelectiveScanTorchFn(torch.autograd.Function):
             y = out.movedim(-1, 0)                                       # (l, b, d): y is computed in place
             if not y.is_contiguous():                                    # unless u is time-innermost
                 y = dt.new_empty((l, b, d))
-            for c, (dtc, dtuc, Bc, Cc, yc) in enumerate(zip(*(x.split(T) for x in (dt, dtu, Bt, Ct, y)))):
-                Tc = dtc.shape[0]
-                hc = hs[c % 2, :Tc]                                      # (Tc, b, G, n, d/G)
+            # every chunk's operands as views made once, in the shapes of the ops below (the bodies of
+            # _decay_and_input and _contract_state, inlined): slicing and reshaping them chunk by chunk in
+            # the loop cost about 0.5 ms of a 9 ms LocalVim-T layer on CPU
+            dt_c = dt.view(l, b, G, 1, dG).split(T)                      # (T, b, G, 1, d/G) each
+            dtu_c = dtu.view(l, b, G, 1, dG).split(T)                    # (T, b, G, 1, d/G)
+            B_c = Bt.unsqueeze(-1).split(T)                              # (T, b, G, n, 1)
+            C_c = Ct.view(l * b * G, 1, n).split(T * b * G)              # (T*b*G, 1, n)
+            y_c = y.view(l * b * G, 1, dG).split(T * b * G)              # (T*b*G, 1, d/G)
+            for c in range(len(dt_c)):
+                Tc = dt_c[c].shape[0]
+                ac, hc, h_c = a[:Tc], hs[c % 2, :Tc], h_steps[c % 2]     # (Tc, b, G, n, d/G)
                 if training and prev is not None:
                     states[c].copy_(prev)
                 elif training:
                     states[c].zero_()
-                _decay_and_input(dtc, dtuc, A2, Bc, a[:Tc], hc)
-                _recurrence(a_steps, h_steps[c % 2], Tc, prev)
-                _contract_state(hc, Cc, yc)
-                prev = h_steps[c % 2][Tc - 1]
+                torch.mul(dt_c[c], A2, out=ac).exp2_()                   # exp(delta*A)
+                torch.mul(dtu_c[c], B_c[c], out=hc)                      # delta*B*u
+                _recurrence(a_steps, h_c, Tc, prev)
+                torch.bmm(C_c[c], hc.view(-1, n, dG), out=y_c[c])        # (Tc*b*G, 1, d/G)
+                prev = h_c[Tc - 1]
 
             if D is not None:                                            # may alias y: same strides
                 torch.addcmul(y.permute(1, 2, 0), uf, D.to(ct)[:, None], out=out)

@@ -1,10 +1,11 @@
-"""The causal depthwise conv: the reference against nn.functional.conv1d, the Triton kernels against the reference."""
+"""The causal depthwise conv: the reference against nn.functional.conv1d, the torch and Triton backends against the
+reference."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from localmamba.ops import causal_conv1d, causal_conv1d_ref
+from localmamba.ops import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch
 
 LAYOUTS = {
     "(B, C, L)": lambda B, C, L: torch.randn(B, C, L),
@@ -36,6 +37,26 @@ def test_reference_equals_conv1d(layout, L, W, bias, activation):
     leaves = [t for t in (x, w, b) if t is not None]
     for a, r in zip(torch.autograd.grad((out * g).sum(), leaves), torch.autograd.grad((ref * g).sum(), leaves)):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("L,W,bias,activation", [(9, 4, True, "silu"), (9, 4, False, None), (2, 4, True, "silu"),
+                                                  (7, 3, True, None)])
+def test_torch_equals_reference(layout, L, W, bias, activation):
+    """The same multiply-adds in the same order: equal outputs and gradients, and x's layout kept."""
+    torch.manual_seed(0)
+    x = LAYOUTS[layout](2, 6, L).requires_grad_(True)
+    w = torch.randn(6, W, requires_grad=True)
+    b = torch.randn(6, requires_grad=True) if bias else None
+    out = causal_conv1d_torch(x, w, b, activation)
+    ref = causal_conv1d_ref(x, w, b, activation)
+    assert out.stride() == x.stride(), "the output keeps x's layout"
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
+    g = torch.randn_like(out)
+    leaves = [t for t in (x, w, b) if t is not None]
+    for a, r in zip(torch.autograd.grad((out * g).sum(), leaves), torch.autograd.grad((ref * g).sum(), leaves)):
+        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
+    assert causal_conv1d(x, w, b, activation).equal(out), "auto runs the torch backend on CPU"
 
 
 def test_bad_inputs_are_clear_errors():
