@@ -258,7 +258,7 @@ class ScanPlan:
         """(flat gather, flat reverse, flat unreverse) on ``device``: gather (K*L,) into T+1, reverse
         (K*T,) into K*L, unreverse (K*L,) into K*(T+1); ``interleaved``: their versions for scanned
         sequences laid out (B, L, K, C) rather than (B, K, L, C)."""
-        key = ("plan", self.directions, self.H, self.W, self.cls_position, interleaved)
+        key = self._key(interleaved)
         device = torch.device(device)
         g, r, u = ((self.flat_gather_lk, self.flat_reverse_lk, self.flat_unreverse_lk) if interleaved else
                    (self.flat_gather, self.flat_reverse, self.flat_unreverse))
@@ -270,8 +270,12 @@ class ScanPlan:
         window padding are never read. :func:`multi_reverse` as an index, for ops that gather it themselves."""
         interleaved = _interleaved(layout)
         flat = self.flat_reverse_lk if interleaved else self.flat_reverse
-        key = ("plan", self.directions, self.H, self.W, self.cls_position, interleaved, "rows")
-        return _on(flat.view(self.K, self.T), torch.device(device), key)  # one tensor per plan and device
+        return _on(flat.view(self.K, self.T), torch.device(device), self._key(interleaved) + ("rows",))
+
+    def _key(self, interleaved: bool) -> tuple:
+        """This plan's key in the device cache: one tensor per plan, layout and device (ops that check an
+        index once per tensor rely on getting the same one back)."""
+        return ("plan", self.directions, self.H, self.W, self.cls_position, interleaved)
 
 
 _PLANS: dict = {}  # (directions, H, W, cls_position) as passed -> plan: scan_plan's fast path

@@ -45,6 +45,19 @@ def _block_projection(rows: torch.Tensor) -> bool:
     return rows.is_cuda and not torch.jit.is_tracing()
 
 
+def _per_direction(a: torch.Tensor, W: torch.Tensor, block: bool) -> torch.Tensor:
+    """K linear maps, one per direction: a (P, Q, K, in), W (K, out, in) -> (P, Q, K, out), rows as a's.
+    ``block``: one GEMM against the block-diagonal stack, which reads channels-innermost rows as the plain
+    (P*Q, K*in) matrix they are and writes (P, Q, K*out) in place, where the einsum copies a to (K, P*Q, in)
+    first and its weight gradient is a strided bmm (LocalVMamba-T stage 1: 4.9 ms a layer at batch 128);
+    K times the einsum's FLOPs, which GPUs afford and CPUs do not (LocalVim-T delta projection at batch 2,
+    2 threads: 0.27-0.42 ms as einsum against 0.55-1.02), and a FLOP count must see the per-direction math."""
+    if not block:
+        return torch.einsum("pqki,koi->pqko", a, W)  # (P, Q, K, out)
+    P, Q, K, _ = a.shape
+    return (a.reshape(P * Q, -1) @ _block_diagonal(W)).view(P, Q, K, W.shape[1])  # (P, Q, K, out)
+
+
 class DirectionalSSM(nn.Module):
     """Parameters and forward of K stacked selective scans over d_inner channels each.
 
@@ -87,32 +100,16 @@ class DirectionalSSM(nn.Module):
         N, R = self.d_state, self.dt_rank
         batch_outer = xs.stride(0) >= xs.stride(3)
         rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
-        P, Q = rows.shape[:2]
-        if _block_projection(rows):
-            # on GPUs one GEMM against the K projections' block-diagonal stack: rows are then read as the plain
-            # (P*Q, K*D) matrix they are in the mixers' layout, where the per-direction einsum copied them to
-            # (K, P*Q, D) first and its weight gradient ran a strided bmm (LocalVMamba-T stage 1: 4.9 ms a
-            # layer at batch 128). K times the FLOPs of the einsum, still small; on CPUs the einsum
-            W = _block_diagonal(self.x_proj_weight)  # (K*D, K*(R+2N))
-            x_dbl = (rows.reshape(P * Q, K * D) @ W).view(P, Q, K, R + 2 * N)  # (P, Q, K, R+2N)
-        else:
-            x_dbl = torch.einsum("pqkd,kcd->pqkc", rows, self.x_proj_weight)  # (P, Q, K, R+2N), rows as xs's
+        block = _block_projection(rows)
+        x_dbl = _per_direction(rows, self.x_proj_weight, block)  # (P, Q, K, R+2N), rows as xs's
         # B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's .float()
         # calls do; bf16 for the LocalVim mixer, as the original passes mamba-ssm), cast as one projection so
         # that the scan reads them as views in its layout: a step's N values contiguous
         x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
-        # on GPUs the K delta projections as one GEMM against their block-diagonal stack (K times the FLOPs
-        # of a rank-R projection, still tiny): its (P, Q, K*D) output is already xs's channels-innermost
-        # layout, where the per-direction einsum's came out direction-major and cost a copy as large as xs.
-        # On CPUs those K-fold FLOPs cost more than the copy (LocalVim-T layer, batch 2, 2 threads, copy
-        # included: 0.27-0.42 ms against 0.55-1.02, medians of 4 runs), and a FLOP count must see the
-        # per-direction math
-        if _block_projection(rows):
-            W = _block_diagonal(self.dt_projs_weight)  # (K*R, K*D)
-            dts = (dts.reshape(P * Q, K * R) @ W).view(P, Q, K, D)  # (P, Q, K, D)
-        else:
-            dts = torch.einsum("pqkr,kdr->pqkd", dts, self.dt_projs_weight)  # (P, Q, K, D)
+        # with ``block`` the delta projection's (P, Q, K*D) output is already xs's channels-innermost layout;
+        # the einsum's comes out direction-major and costs the copy below
+        dts = _per_direction(dts, self.dt_projs_weight, block)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
         dts = dts.permute(*back)  # (B, K, D, L)
         # delta in xs's dtype and layout, so that the scan reads both alike

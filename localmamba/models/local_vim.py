@@ -4,9 +4,10 @@ Architecture (equal to the original ``VisionMamba`` with ``rms_norm``, ``residua
 ``fused_add_norm``, ``final_pool_type='mean'``, ``if_abs_pos_embed``, ``bimamba_type='v2'``):
 16x16 patches (timm PatchEmbed, padded on the fly), absolute position embedding, optional class
 token in the middle of the sequence, then ``depth`` blocks of Add -> RMSNorm -> MultiDirectionMamba,
-with 2-D RoPE applied to the hidden states and the residual before every block (to their sum: the same), a final
-Add -> RMSNorm, mean pooling (or the middle class token) and a linear head. ``stem="conv"`` (ours,
-for the CIFAR variants) replaces the patch embedding by :class:`~localmamba.layers.ConvStem`.
+with 2-D RoPE applied to the hidden states and the residual before every block (here to their sum: the
+same), a final Add -> RMSNorm, mean pooling (or the middle class token) and a linear head.
+``stem="conv"`` (ours, for the CIFAR variants) replaces the patch embedding by
+:class:`~localmamba.layers.ConvStem`.
 """
 from __future__ import annotations
 

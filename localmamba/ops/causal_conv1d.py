@@ -42,20 +42,24 @@ def _check(x, weight, bias, activation):
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
+def _shifted_adds(x: torch.Tensor, taps, bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
+    """out_t = act(bias + sum_s taps[W-1-s] * x_{t-s}) as W shifted multiply-adds along the last dim, in
+    x's layout; taps: W per-channel weight tensors (C, 1), already in x's dtype."""
+    W, L = len(taps), x.shape[-1]
+    if bias is not None:
+        out = torch.addcmul(bias.to(x.dtype)[:, None], x, taps[-1])  # (B, C, L), x's layout
+    else:
+        out = x * taps[-1]
+    for s in range(1, min(W, L)):
+        out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), taps[-1 - s])
+    return F.silu(out, inplace=True) if activation else out
+
+
 def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                       activation: str | None = None) -> torch.Tensor:
     """Plain PyTorch: W shifted multiply-adds along the last dim, in x's dtype; output in x's layout."""
     _check(x, weight, bias, activation)
-    C, W = weight.shape
-    L = x.shape[-1]
-    w = weight.to(x.dtype)[..., None]  # (C, W, 1): taps broadcast over (B, C, L)
-    if bias is not None:
-        out = torch.addcmul(bias.to(x.dtype)[:, None], x, w[:, -1])  # (B, C, L), x's layout
-    else:
-        out = x * w[:, -1]
-    for s in range(1, min(W, L)):
-        out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), w[:, -1 - s])
-    return F.silu(out, inplace=True) if activation else out
+    return _shifted_adds(x, weight.to(x.dtype)[..., None].unbind(1), bias, activation)  # taps: (C, 1) columns
 
 
 def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -63,16 +67,8 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """:func:`causal_conv1d_ref`'s multiply-adds (same order, same result) with the weight transposed once
     to (W, dim): each tap is then a contiguous row that broadcasts along x's channels. Any device."""
     _check(x, weight, bias, activation)
-    W = weight.shape[1]
-    L = x.shape[-1]
-    w = weight.to(x.dtype).t().contiguous()[..., None]  # (W, C, 1): tap rows, broadcast over (B, C, L)
-    if bias is not None:
-        out = torch.addcmul(bias.to(x.dtype)[:, None], x, w[-1])  # (B, C, L), x's layout
-    else:
-        out = x * w[-1]
-    for s in range(1, min(W, L)):
-        out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), w[-1 - s])
-    return F.silu(out, inplace=True) if activation else out
+    taps = weight.to(x.dtype).t().contiguous()[..., None].unbind(0)  # W x (C, 1), each contiguous
+    return _shifted_adds(x, taps, bias, activation)
 
 
 if triton is not None:

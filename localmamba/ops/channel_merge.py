@@ -107,6 +107,13 @@ if triton is not None:
         return tl.load(ptr + s_b + offs_t[:, None] * s_t + offs_c[None, :], mask=m2, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _direction_rows(rows_ptr, idx_ptr, k, T, offs_t, offs_c, mask_t, m2, s_b, s_r):
+        """Direction k's tokens offs_t: their rows' indices (BLOCK_T,) and the rows, a (BLOCK_T, BLOCK_C)
+        fp32 tile."""
+        idx = tl.load(idx_ptr + k * T + offs_t, mask=mask_t, other=0).to(tl.int64)
+        return idx, _tile(rows_ptr, idx, offs_c, m2, s_b, s_r)
+
+    @triton.jit
     def _stats_kernel(rows_ptr, idx_ptr, s_ptr, part_ptr, mu_ptr, rstd_ptr, T, C, K, n_tb, eps,
                       sr_b, sr_r, ss_b, ss_t,
                       HAS_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -118,8 +125,7 @@ if triton is not None:
         if HAS_S:
             s = _tile(s_ptr, offs_t, offs_c, m2, pid_b * ss_b, ss_t)  # (BLOCK_T, BLOCK_C)
         for k in range(K):
-            idx = tl.load(idx_ptr + k * T + offs_t, mask=mask_t, other=0).to(tl.int64)  # (BLOCK_T,) rows
-            x = _tile(rows_ptr, idx, offs_c, m2, pid_b * sr_b, sr_r)
+            idx, x = _direction_rows(rows_ptr, idx_ptr, k, T, offs_t, offs_c, mask_t, m2, pid_b * sr_b, sr_r)
             if HAS_S:
                 x = x * s
             mu = tl.sum(x, axis=1) / C  # (BLOCK_T,)
@@ -139,8 +145,7 @@ if triton is not None:
         offs_t, offs_c, mask_t, mask_c, m2 = _offsets(tl.program_id(1), T, C, BLOCK_T, BLOCK_C)
         acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
         for k in range(K):
-            idx = tl.load(idx_ptr + k * T + offs_t, mask=mask_t, other=0).to(tl.int64)
-            r = _tile(rows_ptr, idx, offs_c, m2, pid_b * sr_b, sr_r)
+            idx, r = _direction_rows(rows_ptr, idx_ptr, k, T, offs_t, offs_c, mask_t, m2, pid_b * sr_b, sr_r)
             gk = tl.load(g_ptr + (pid_b * K + k) * C + offs_c, mask=mask_c, other=0.0).to(tl.float32)  # (BLOCK_C,)
             acc += r * gk[None, :]
         if HAS_S:
@@ -163,8 +168,7 @@ if triton is not None:
             dx = do * _tile(s_ptr, offs_t, offs_c, m2, pid_b * ss_b, ss_t)  # dL/dx_kt / g_k
             gr = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)  # sum_k g_k rows_kt
         for k in range(K):
-            idx = tl.load(idx_ptr + k * T + offs_t, mask=mask_t, other=0).to(tl.int64)
-            r = _tile(rows_ptr, idx, offs_c, m2, pid_b * sr_b, sr_r)
+            idx, r = _direction_rows(rows_ptr, idx_ptr, k, T, offs_t, offs_c, mask_t, m2, pid_b * sr_b, sr_r)
             gk = tl.load(g_ptr + (pid_b * K + k) * C + offs_c, mask=mask_c, other=0.0).to(tl.float32)
             tl.store(dgp_ptr + ((pid_b * n_tb + pid_t) * K + k) * C + offs_c, tl.sum(r * dx, axis=0), mask=mask_c)
             tl.store(drows_ptr + pid_b * sdr_b + idx[:, None] * sdr_r + offs_c[None, :],
@@ -187,8 +191,7 @@ if triton is not None:
             s = _tile(s_ptr, offs_t, offs_c, m2, pid_b * ss_b, ss_t)
             ds = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
         for k in range(K):
-            idx = tl.load(idx_ptr + k * T + offs_t, mask=mask_t, other=0).to(tl.int64)
-            r = _tile(rows_ptr, idx, offs_c, m2, pid_b * sr_b, sr_r)
+            idx, r = _direction_rows(rows_ptr, idx_ptr, k, T, offs_t, offs_c, mask_t, m2, pid_b * sr_b, sr_r)
             x = r
             if HAS_S:
                 x = r * s
