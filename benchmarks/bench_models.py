@@ -9,11 +9,15 @@ process: ``stacked`` (ours: one gather and one selective-scan call for all direc
 ``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
 :meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
 backend (``--backend``, default auto: mamba-ssm's kernel when it imports). ``--formulations compiled``
-adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed).
+adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
+``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.cuda_graphs`: the inference forward, and
+the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
+op dispatch out of the step time.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -23,13 +27,15 @@ import torch
 import torch.nn.functional as F
 
 import localmamba  # noqa: F401
+from localmamba.cuda_graphs import InferenceGraph, graph_for_training
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import compile_model
 from localmamba.ops import available_backends, selective_scan
 
 
 def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module:
-    """The model to run: its mixers switched to ``formulation``, compiled for 'compiled'."""
+    """The model to run: its mixers switched to ``formulation``, compiled for 'compiled' ('graph' runs the
+    stacked mixers; :func:`bench_cuda` captures them)."""
     for m in model.modules():
         if isinstance(m, (MultiDirectionMamba, SS2D)):
             if formulation == "loop":
@@ -124,16 +130,21 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
     rows = []
     model.eval()
     for mode, dtype in (("infer fp32", None), ("infer bf16", torch.bfloat16)):
-        def step():
-            with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-                run(x)
         torch.cuda.reset_peak_memory_stats()
+        if formulation == "graph":
+            step = functools.partial(InferenceGraph(run, autocast_dtype=dtype), x)
+        else:
+            def step(dtype=dtype):
+                with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    run(x)
         t = cuda_time(step, steps, warmup=3)
         rows.append(dict(model=name, formulation=formulation, mode=mode, img_per_s=batch / t,
                          peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
     model.train()
+    torch.cuda.reset_peak_memory_stats()  # before the capture: a graph's memory pool is allocated there
+    if formulation == "graph":
+        graph_for_training(run, x, autocast_dtype=torch.bfloat16)  # make_train_step's autocast
     train_step, opt = make_train_step(run, x, y)
-    torch.cuda.reset_peak_memory_stats()
     t = cuda_time(train_step, steps, warmup=3)
     rows.append(dict(model=name, formulation=formulation, mode="train bf16", img_per_s=batch / t,
                      peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
@@ -161,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled"])
+    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled", "graph"])
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")
@@ -169,6 +180,8 @@ def main() -> None:
     ap.add_argument("--json", help="write the rows here too")
     args = ap.parse_args()
     cuda = args.device == "cuda"
+    if not cuda and "graph" in args.formulations:
+        ap.error("--formulations graph needs --device cuda (CUDA graphs)")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

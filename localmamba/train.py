@@ -65,6 +65,7 @@ from timm.utils import ModelEmaV3
 
 from . import data as D
 from . import distributed as dist_utils
+from .cuda_graphs import graph_for_training
 from .evaluate import evaluate_models
 from .models import CheckpointError, compile_model  # one error for any checkpoint that cannot be read, resumed or loaded
 
@@ -143,6 +144,9 @@ class Config:
     ema: bool = _f(False, "keep an exponential moving average of the weights (timm ModelEmaV3)")
     ema_decay: float = _f(0.9998, "EMA decay", type=float)
     compile: bool = _f(False, "torch.compile the model")
+    cuda_graph: bool = _f(False, "capture the training forward and backward as CUDA graphs (one CUDA device, "
+                                 "one process, not with --compile): removes the host's op-dispatch cost, which "
+                                 "bounds small models on fast GPUs (localmamba.cuda_graphs)")
     ddp_find_unused: bool = _f(False, "DDP find_unused_parameters")
     # run
     output: Optional[str] = _f(None, "output folder (default runs/MODEL_DATASET)")
@@ -169,6 +173,9 @@ class Config:
             raise ValueError("epochs and batch_size must be positive")
         if self.mixup_active and self.batch_size % 2:
             raise ValueError(f"mixup/cutmix need an even --batch-size, got {self.batch_size}")
+        if self.cuda_graph and self.compile:
+            raise ValueError("--cuda-graph and --compile do not combine; torch.compile has its own CUDA graphs "
+                             "(mode='reduce-overhead'); choose one")
         if self.output is None:
             self.output = os.path.join("runs", f"{self.model}_{self.dataset}")
 
@@ -431,6 +438,14 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
             train_model, device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=cfg.ddp_find_unused)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None  # after DDP's broadcast of rank 0
+    if cfg.cuda_graph:  # after the EMA's deep copy, which must not share the graphed forward
+        if device.type != "cuda" or info.distributed:
+            raise ValueError(f"--cuda-graph needs one process on a CUDA device, got {device}"
+                             f"{f' in {info.world_size} processes' if info.distributed else ''}")
+        sample = torch.zeros(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
+        model.train()
+        amp_dtype = getattr(torch, cfg.amp_dtype) if cfg.amp else None
+        train_model = graph_for_training(model, sample, autocast_dtype=amp_dtype)
 
     mixup = None
     if cfg.mixup_active:
