@@ -98,6 +98,35 @@ class InferenceGraph:
         return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, static_out)
 
 
+def _warm_up(model: nn.Module, sample: torch.Tensor, autocast_dtype: Optional[torch.dtype], steps: int) -> None:
+    """Training forwards and backwards on ``sample`` before capture, so that lazy work (Triton compiles, scan
+    plans, index checks, cuBLAS handles) is not captured; ``.grad`` untouched (``autograd.grad``).
+
+    Done here rather than by ``make_graphed_callables``: its warm-up leaves a training step's memory cached
+    in the allocator's ordinary pool while the capture fills a private one, twice a step's memory (out of
+    memory for LocalVMamba-T at batch 128 on an 80 GB H100); and train-mode forwards move BatchNorm running
+    statistics (the CIFAR stems), so every buffer is put back as it was.
+    """
+    saved = [b.detach().clone() for b in model.buffers()]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("graph_for_training: no parameter of the model requires a gradient")
+    device = sample.device
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream), _autocast(autocast_dtype):
+        for _ in range(steps):
+            outs = [o for o in torch.utils._pytree.tree_leaves(model(sample)) if o.requires_grad]
+            torch.autograd.grad(outs, params, grad_outputs=[torch.ones_like(o) for o in outs], allow_unused=True)
+            del outs
+    torch.cuda.current_stream(device).wait_stream(stream)
+    with torch.no_grad():
+        for b, v in zip(model.buffers(), saved):
+            b.copy_(v)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()  # the warm-up's cached blocks back to the device before the private pool fills
+
+
 def graph_for_training(model: nn.Module, sample: torch.Tensor, *, autocast_dtype: Optional[torch.dtype] = None,
                        warmup: int = 3) -> nn.Module:
     """``model`` with its training forward and backward captured as CUDA graphs, for inputs like ``sample``.
@@ -107,7 +136,9 @@ def graph_for_training(model: nn.Module, sample: torch.Tensor, *, autocast_dtype
     gradient clipping and schedulers stay outside, eager and unchanged. Call it in train mode, before
     wrapping in DDP or an EMA copy, and call the model under the same autocast as ``autocast_dtype``
     (``None``: autocast off). The warm-up runs forward and backward on ``sample`` without touching
-    ``.grad``; drop path consumes random numbers.
+    ``.grad`` or the buffers (BatchNorm statistics); drop path consumes random numbers. Gradient
+    accumulation works; ``zero_grad(set_to_none=True)`` (the default) avoids a copy of every gradient
+    per step.
     """
     _cuda_params(model, "graph_for_training")
     if getattr(model, "_training_graph_shape", None) is not None:
@@ -117,9 +148,12 @@ def graph_for_training(model: nn.Module, sample: torch.Tensor, *, autocast_dtype
     if sample.device.type != "cuda":
         raise ValueError(f"the sample input must be on the model's CUDA device, got {sample.device}")
     shape, dtype = tuple(sample.shape), sample.dtype
-    with _autocast(autocast_dtype):
-        torch.cuda.make_graphed_callables(model, (sample.detach().clone(),), num_warmup_iters=warmup)
+    sample = sample.detach().clone()
+    _warm_up(model, sample, autocast_dtype, warmup)
+    with _autocast(autocast_dtype):  # captures without running: the buffers stay as the warm-up restored them
+        torch.cuda.make_graphed_callables(model, (sample,), num_warmup_iters=0)
     graphed_forward = model.forward  # runs the graph in train mode, the original forward in eval mode
+    params = [p for p in model.parameters() if p.requires_grad]
 
     def forward(x: torch.Tensor):
         if model.training:
@@ -128,6 +162,12 @@ def graph_for_training(model: nn.Module, sample: torch.Tensor, *, autocast_dtype
                                  f"{tuple(x.shape)} {x.dtype}: CUDA graphs have fixed shapes (use equal batches, "
                                  "e.g. drop_last=True, or run without graphs)")
             _check_autocast(autocast_dtype, "the training graph")
+            # The backward hands out its static gradient buffers, which autograd keeps as .grad when that was
+            # None; the next replay overwrites them. Gradients kept for accumulation (or zeroed in place) are
+            # copied out first, so that autograd adds the new gradient to the old one, not to itself.
+            for p in params:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
         return graphed_forward(x)
 
     model.forward = forward

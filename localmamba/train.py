@@ -612,6 +612,7 @@ def train_one_epoch(cfg: Config, model, loader, optimizer, scheduler, scaler, lo
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if mixup is not None:
             x, y = mixup(x, y)  # y: r(B num_classes) soft targets
+        optimizer.zero_grad(set_to_none=True)  # before the forward: a training graph copies kept grads
         with _autocast(cfg, device):
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -619,7 +620,6 @@ def train_one_epoch(cfg: Config, model, loader, optimizer, scheduler, scaler, lo
         bad_step = torch.minimum(bad_step, torch.where(torch.isfinite(l), big, step))
         loss_sum += l.double()
         n_seen += 1
-        optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.clip_grad:
             scaler.unscale_(optimizer)

@@ -85,7 +85,7 @@ def test_training_graph_gives_eager_gradients_and_losses(name):
     graph_for_training(graphed, torch.randn(8, 3, 32, 32, device="cuda"), autocast_dtype=torch.bfloat16)
     torch.manual_seed(1)
     x, y = torch.randn(8, 3, 32, 32, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
-    # eval mode runs the original forward (any shape)
+    # eval mode runs the original forward (any shape), with the BatchNorm statistics the warm-up left alone
     with torch.no_grad():
         torch.testing.assert_close(graphed.eval()(x[:3]), eager.eval()(x[:3]), rtol=1e-5, atol=1e-5)
     eager.train(), graphed.train()
@@ -113,6 +113,22 @@ def test_training_graph_gives_eager_gradients_and_losses(name):
 
 
 @cuda
+def test_training_graph_accumulates_gradients_like_eager():
+    eager = make(MODELS[0]).train()
+    graphed = copy.deepcopy(eager)
+    graph_for_training(graphed, torch.randn(4, 3, 32, 32, device="cuda"))
+    xs = [torch.randn(4, 3, 32, 32, device="cuda") for _ in range(2)]
+    for set_to_none in (True, False):  # .grad absent, then zeroed in place
+        for m in (eager, graphed):
+            m.zero_grad(set_to_none=set_to_none)
+            for x in xs:  # two micro-batches: the second replay must not double the first's buffers
+                m(x).square().mean().backward()
+        for (n, a), b in zip(eager.named_parameters(), graphed.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4 * a.grad.abs().max().item() + 1e-8,
+                                       msg=lambda s, n=n: f"{n} (set_to_none={set_to_none}): {s}")
+
+
+@cuda
 def test_training_graph_refuses_other_shapes_autocast_and_a_second_capture():
     model = make(MODELS[0]).train()
     graph_for_training(model, torch.randn(4, 3, 32, 32, device="cuda"), autocast_dtype=torch.bfloat16)
@@ -137,6 +153,6 @@ def test_training_run_with_cuda_graph_matches_eager_run(tmp_path):
     eager, graphed = run("eager"), run("graph", cuda_graph=True)
     assert len(eager) == len(graphed) == 2
     for a, b in zip(eager, graphed):  # fp32: only the order of atomic adds differs
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=5e-3)
-        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=5e-3)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-3)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=2e-3)  # the stem's BatchNorm statistics too
         assert b["ema_top1"] is not None
