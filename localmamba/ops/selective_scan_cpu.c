@@ -166,12 +166,20 @@ static block block_at(const ss_args *a, int64_t bi, int64_t c0, int nv, vf *Av)
     return k;
 }
 
-/* delta_t + bias, and its softplus when asked; raw gets the pre-softplus value (for softplus') */
-static inline vf step_delta(const ss_args *a, const block *k, int64_t t, vf *raw)
+/* delta_t (+ bias, softplus) and delta_t u_t of every step, and softplus'(delta_t + bias) if dsp is given.
+   A loop of independent steps ahead of the recurrence: inline, each step of the recurrence waited for
+   softplus' long chain of dependent operations (LocalVim-T layer forward, 1 thread: 7.9 ms inline,
+   5.3 ms hoisted). */
+static void step_inputs(const ss_args *a, const block *k, vf *dt, vf *dtu, vf *dsp)
 {
-    vf x = ld(k->delta + t * a->sdelta[2], a->sdelta[1], k->nv) + k->biasv;
-    *raw = x;
-    return a->softplus ? vsoftplus(x) : x;
+    for (int64_t t = 0; t < a->l; t++) {
+        vf x = ld(k->delta + t * a->sdelta[2], a->sdelta[1], k->nv) + k->biasv;
+        vf d = a->softplus ? vsoftplus(x) : x;
+        dt[t] = d;
+        dtu[t] = d * ld(k->u + t * a->su[2], a->su[1], k->nv);
+        if (dsp)
+            dsp[t] = a->softplus ? vsigmoid(x) : bc(1.0f);
+    }
 }
 
 static void *scratch(size_t nvec)
@@ -184,7 +192,7 @@ static void *scratch(size_t nvec)
 int ss_forward(const ss_args *a, int64_t task0, int64_t task1)
 {
     const int64_t n = a->n, l = a->l, dG = a->d / a->G, nblk = (dG + VL - 1) / VL;
-    vf *h = scratch(2 * n), *Av = h + n;
+    vf *h = scratch(2 * n + 2 * l), *Av = h + n, *dt = Av + n, *dtu = dt + l;
     if (!h) return 1;
     for (int64_t task = task0; task < task1; task++) {
         int64_t bi = task / (a->G * nblk), gi = task / nblk % a->G, blk = task % nblk;
@@ -192,17 +200,16 @@ int ss_forward(const ss_args *a, int64_t task0, int64_t task1)
         int nv = (int)(dG - off < VL ? dG - off : VL);
         block k = block_at(a, bi, gi * dG + off, nv, Av);
         float *out = a->out + bi * a->sout[0] + k.c0 * a->sout[1];
+        step_inputs(a, &k, dt, dtu, NULL);
         for (int64_t s = 0; s < n; s++) h[s] = bc(0.0f);
         for (int64_t t = 0; t < l; t++) {
-            vf raw, dt = step_delta(a, &k, t, &raw);
-            vf uv = ld(k.u + t * a->su[2], a->su[1], nv);
-            vf dtu = dt * uv, y = bc(0.0f);
+            vf y = bc(0.0f);
             const float *Bt = k.B + t * a->sB[3], *Ct = k.C + t * a->sC[3];
             for (int64_t s = 0; s < n; s++) {
-                h[s] = vexp(dt * Av[s]) * h[s] + dtu * Bt[s * a->sB[2]];
+                h[s] = vexp(dt[t] * Av[s]) * h[s] + dtu[t] * Bt[s * a->sB[2]];
                 y += Ct[s * a->sC[2]] * h[s];
             }
-            vf o = y + k.Dv * uv;
+            vf o = y + k.Dv * ld(k.u + t * a->su[2], a->su[1], nv);
             if (k.z) {
                 vf zv = ld(k.z + t * a->sz[2], a->sz[1], nv);
                 o *= zv * vsigmoid(zv);
@@ -218,7 +225,7 @@ int ss_forward(const ss_args *a, int64_t task0, int64_t task1)
 typedef struct {
     vf *h, *Av, *dh, *anext, *dAv;  /* (n) each */
     vf *hprev, *decay;              /* (l, n): h_{t-1} and exp(delta_t A) of every step */
-    vf *dt, *dy, *dsp;              /* (l): delta after softplus, dL/dy, softplus'(delta) */
+    vf *dt, *dtu, *dy, *dsp;        /* (l): delta after softplus, delta u, dL/dy, softplus'(delta) */
     vf *dBacc, *dCacc;              /* (l, n): the task's dB and dC, lane by lane */
 } bwd_scratch;
 
@@ -227,12 +234,12 @@ static void bwd_recompute(const ss_args *a, const block *k, bwd_scratch *w, cons
 {
     const int64_t n = a->n, l = a->l;
     const int nv = k->nv;
+    step_inputs(a, k, w->dt, w->dtu, w->dsp);
     for (int64_t s = 0; s < n; s++) w->h[s] = bc(0.0f);
     for (int64_t t = 0; t < l; t++) {
-        vf raw, dt = step_delta(a, k, t, &raw);
-        vf uv = ld(k->u + t * a->su[2], a->su[1], nv);
+        vf dt = w->dt[t], dtu = w->dtu[t];
         vf g = ld(dout + t * a->sdout[2], a->sdout[1], nv);
-        vf dtu = dt * uv, dy = g, y = bc(0.0f), zv = bc(0.0f), sz = bc(0.0f);
+        vf dy = g, y = bc(0.0f), zv = bc(0.0f), sz = bc(0.0f);
         if (k->z) {
             zv = ld(k->z + t * a->sz[2], a->sz[1], nv);
             sz = vsigmoid(zv);
@@ -248,11 +255,11 @@ static void bwd_recompute(const ss_args *a, const block *k, bwd_scratch *w, cons
             y += Ct[s * a->sC[2]] * w->h[s];
             acc[s] += dy * w->h[s];                             /* dC_t = sum_c dy_t h_t */
         }
-        if (k->z)                                               /* dz = dout (y + D u) silu'(z) */
-            st(dz + t * a->sdz[2], a->sdz[1], nv, g * (y + k->Dv * uv) * sz * (1.0f + zv * (1.0f - sz)));
-        w->dt[t] = dt;
+        if (k->z) {                                             /* dz = dout (y + D u) silu'(z) */
+            vf o = y + k->Dv * ld(k->u + t * a->su[2], a->su[1], nv);
+            st(dz + t * a->sdz[2], a->sdz[1], nv, g * o * sz * (1.0f + zv * (1.0f - sz)));
+        }
         w->dy[t] = dy;
-        w->dsp[t] = a->softplus ? vsigmoid(raw) : bc(1.0f);
     }
 }
 
@@ -265,9 +272,9 @@ static void bwd_adjoint(const ss_args *a, const block *k, bwd_scratch *w, float 
     vf dDv = bc(0.0f), dbv = bc(0.0f);
     for (int64_t s = 0; s < n; s++) w->dh[s] = w->anext[s] = w->dAv[s] = bc(0.0f);
     for (int64_t t = l - 1; t >= 0; t--) {
-        vf dt = w->dt[t], dy = w->dy[t];
+        vf dt = w->dt[t], dtu = w->dtu[t], dy = w->dy[t];
         vf uv = ld(k->u + t * a->su[2], a->su[1], nv);
-        vf dtu = dt * uv, sB = bc(0.0f), sA = bc(0.0f);
+        vf sB = bc(0.0f), sA = bc(0.0f);
         const float *Bt = k->B + t * a->sB[3], *Ct = k->C + t * a->sC[3];
         vf *hp = w->hprev + t * n, *dc = w->decay + t * n, *acc = w->dBacc + t * n;
         for (int64_t s = 0; s < n; s++) {
@@ -299,11 +306,11 @@ int ss_backward(const ss_args *a, int64_t task0, int64_t task1)
 {
     const int64_t n = a->n, l = a->l, G = a->G, S = a->S, dG = a->d / G, nblk = (dG + VL - 1) / VL;
     bwd_scratch w;
-    vf *mem = scratch(5 * n + 4 * l * n + 3 * l);
+    vf *mem = scratch(5 * n + 4 * l * n + 4 * l);
     if (!mem) return 1;
     w.h = mem; w.Av = w.h + n; w.dh = w.Av + n; w.anext = w.dh + n; w.dAv = w.anext + n;
     w.hprev = w.dAv + n; w.decay = w.hprev + l * n; w.dBacc = w.decay + l * n; w.dCacc = w.dBacc + l * n;
-    w.dt = w.dCacc + l * n; w.dy = w.dt + l; w.dsp = w.dy + l;
+    w.dt = w.dCacc + l * n; w.dtu = w.dt + l; w.dy = w.dtu + l; w.dsp = w.dy + l;
     for (int64_t task = task0; task < task1; task++) {
         int64_t bi = task / (G * S), gi = task / S % G, sp = task % S;
         int64_t blk0 = sp * nblk / S, blk1 = (sp + 1) * nblk / S;
