@@ -506,15 +506,18 @@ def _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 # --------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------
-def _resolve_backend(backend: str, is_cuda: bool) -> str:
+def _resolve_backend(backend: str, is_cuda: bool, on_cpu: bool = True) -> str:
     """Map "auto" to a concrete backend; warn once when CUDA tensors cannot use mamba-ssm, and once when CPU
-    tensors cannot use the C kernel (unless LOCALMAMBA_CPU_KERNEL=0 turned it off on purpose)."""
+    tensors cannot use the C kernel (unless LOCALMAMBA_CPU_KERNEL=0 turned it off on purpose). Tensors on
+    other devices (meta, mps, ...) and torch.jit traces, which cannot see the C kernel's writes, get "torch"."""
     global _warned_fallback, _warned_cpu_fallback
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {list(BACKENDS)}")
     if backend != "auto":
         return backend
     if not is_cuda:
+        if not on_cpu or torch.jit.is_tracing():
+            return "torch"
         err = cpu_kernel_error()
         if err is None:
             return "cpu"
@@ -540,7 +543,8 @@ def reads_time_major(backend: str, device: torch.device | str) -> bool:
     the channels innermost): the torch scan and the Triton kernel are; mamba-ssm's kernel ("cuda") wants
     (b, d, l) contiguous and the "ref" loop does not care. The C kernel ("cpu") reads any layout with the
     channels innermost as whole vectors. Layers pick their layout with it."""
-    return _resolve_backend(backend, torch.device(device).type == "cuda") in ("torch", "cpu", "triton")
+    device = torch.device(device)
+    return _resolve_backend(backend, device.type == "cuda", device.type == "cpu") in ("torch", "cpu", "triton")
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -549,7 +553,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     backend: one of :data:`BACKENDS` (see the module docstring); "auto" picks the fastest that runs here.
     """
-    backend = _resolve_backend(backend, u.is_cuda)
+    backend = _resolve_backend(backend, u.is_cuda, u.device.type == "cpu")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     if backend == "cpu" and not u.is_cuda and _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64:
         backend = "torch"  # the C kernel computes in fp32; fp64 (gradcheck) keeps its precision here

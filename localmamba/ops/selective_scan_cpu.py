@@ -3,8 +3,8 @@
 The torch backend runs the recurrence as many elementwise passes over (b, d, T, n) buffers; here one pass
 per (batch, block of 8 channels) keeps the state in registers and does everything (bias, softplus, exp,
 the recurrence, y, D, the silu gate) in it. The backward recomputes the states of a block into a small
-per-thread scratch (2*l*n vectors), walks the adjoint recurrence backwards, and writes every gradient;
-nothing but the inputs is saved for it.
+per-thread scratch (h_{t-1} and exp(delta_t A) of every step: 2*l*n vectors of 8 floats), walks the
+adjoint recurrence backwards, and writes every gradient; nothing but the inputs is saved for it.
 
 - Source: ``selective_scan_cpu.c`` next to this file, plain C (no torch headers), compiled on first use
   with the system C compiler (``$CC``, else ``cc``, else ``gcc``) at ``-O3 -march=native`` and loaded with
@@ -12,9 +12,10 @@ nothing but the inputs is saved for it.
   hash of the source, the flags, the compiler and its ``-march=native`` target macros and the CPU's flags,
   so a build never runs on a CPU that lacks its instructions; it is built into a temporary file and
   renamed into place, so concurrent processes can build at once.
-- Threads: ctypes releases the GIL during a call, so the independent tasks are split over
-  ``torch.get_num_threads()`` Python threads (a small persistent pool plus the calling thread). No OpenMP:
-  torch ships its own runtime and a second one would fight it for the cores.
+- Threads: the independent tasks are split over ``torch.get_num_threads()`` threads of torch's own OpenMP
+  team, which the kernel enters through the runtime's ``GOMP_parallel`` (found in the library torch
+  loaded: no second runtime, and no threads of ours left to compete with OpenMP workers that spin after
+  every torch op). Where torch has no OpenMP, Python threads (ctypes releases the GIL during a call).
 - Arithmetic in fp32 for fp32/bf16/fp16 inputs (they are converted first); fp64 inputs are refused here,
   and :func:`~localmamba.ops.selective_scan` sends them to the "torch" backend. The output is in u.dtype,
   each gradient in its input's dtype. Any strides work; channels at stride 1 (the CPU mixers' time-major
@@ -312,6 +313,9 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     if any(t.dtype == torch.float64 for t in tensors):
         raise ValueError("backend='cpu' computes in fp32; fp64 inputs run with backend='torch' "
                          "(selective_scan(..., backend='cpu') sends them there)")
+    if torch.jit.is_tracing():
+        raise RuntimeError("backend='cpu' cannot be traced by torch.jit (the trace would not see the kernel's "
+                           "writes); trace with backend='torch' (or 'auto', which picks it under a trace)")
     err = cpu_kernel_error()
     if err is not None:
         raise RuntimeError(f"backend='cpu' needs its C kernel, which is unavailable: {err}. "

@@ -174,7 +174,25 @@ def test_other_devices_raise():
 def test_registered():
     assert "cpu" in ssm.BACKENDS and "cpu" in available_backends()
     assert ssm._resolve_backend("auto", is_cuda=False) == "cpu"
+    assert ssm._resolve_backend("auto", is_cuda=False, on_cpu=False) == "torch"  # meta, mps, ...
     assert reads_time_major("cpu", "cpu") and reads_time_major("auto", "cpu")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_auto_on_meta_tensors_and_under_jit_trace():
+    """"auto" runs "torch" where the kernel cannot: meta tensors (shape inference) and torch.jit traces,
+    which would not see the kernel's writes; an explicit "cpu" refuses a trace."""
+    x = make_inputs(2, 8, 10, 4, 2)
+    out = selective_scan(**{k: v.to("meta") for k, v in x.items()}, delta_softplus=True)
+    assert out.shape == (2, 8, 10) and out.device.type == "meta"
+    names = list(x)
+    traced = torch.jit.trace(lambda *t: selective_scan(**dict(zip(names, t)), delta_softplus=True), tuple(x.values()),
+                             check_trace=False)
+    x2 = make_inputs(2, 8, 10, 4, 2, seed=3)
+    assert_close(traced(*x2.values()), selective_scan(**x2, delta_softplus=True), 1e-5, "traced")
+    with pytest.raises(RuntimeError, match="torch.jit"):
+        torch.jit.trace(lambda *t: selective_scan(**dict(zip(names, t)), delta_softplus=True, backend="cpu"),
+                        tuple(x.values()), check_trace=False)
 
 
 # ------------------------------------------------------------------------------- availability, cache
