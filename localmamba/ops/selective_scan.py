@@ -555,7 +555,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     backend = _resolve_backend(backend, u.is_cuda, u.device.type == "cpu")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    if backend == "cpu" and not u.is_cuda and _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64:
+    fp64 = _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64
+    if backend == "cpu" and u.device.type == "cpu" and fp64:
         backend = "torch"  # the C kernel computes in fp32; fp64 (gradcheck) keeps its precision here
     if backend == "cpu":
         return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
