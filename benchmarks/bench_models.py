@@ -2,6 +2,8 @@
 
     python benchmarks/bench_models.py --device cpu                        # LocalVim-T forward, batch 2
     python benchmarks/bench_models.py --device cuda --batch-size 128      # GPU table (TF32 on)
+    python benchmarks/bench_models.py --device cpu --models local_vim_tiny_cifar --img-size 32 \
+        --batch-size 32 --cpu-train --backend cpu                        # + a CPU training step (fp32)
 
 GPU rows: inference fp32 and bf16 (autocast), and a training step (forward, loss, backward, AdamW)
 under bf16 autocast, in images/s, with peak memory; for each model both formulations run in the same
@@ -155,19 +157,33 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
     return rows
 
 
-def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, backend: str) -> list[dict]:
+def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, backend: str,
+              train: bool = False) -> list[dict]:
+    """Median seconds of a forward (no_grad); with ``train`` also of an fp32 training step (forward,
+    cross-entropy, backward, AdamW), as the notebooks train on CPU."""
     model = timm.create_model(name, backend=backend).eval()
     run = set_formulation(model, formulation)
     x = torch.randn(batch, 3, img, img)
-    times = []
-    with torch.no_grad():
-        run(x)
+
+    def median_s(fn):
+        fn()
+        times = []
         for _ in range(steps):
             t = time.perf_counter()
-            run(x)
+            fn()
             times.append(time.perf_counter() - t)
-    t = statistics.median(times)
-    return [dict(model=name, formulation=formulation, mode="infer fp32", seconds_per_batch=t, img_per_s=batch / t)]
+        return statistics.median(times)
+
+    with torch.no_grad():
+        t = median_s(lambda: run(x))
+    rows = [dict(model=name, formulation=formulation, mode="infer fp32", seconds_per_batch=t, img_per_s=batch / t)]
+    if train:
+        model.train()
+        step, _ = make_train_step(run, x, torch.randint(0, model.num_classes, (batch,)), autocast=False)
+        t = median_s(step)
+        rows.append(dict(model=name, formulation=formulation, mode="train fp32", seconds_per_batch=t,
+                         img_per_s=batch / t))
+    return rows
 
 
 def main() -> None:
@@ -179,6 +195,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--cpu-train", action="store_true", help="on CPU, also time an fp32 training step")
     ap.add_argument("--json", help="write the rows here too")
     args = ap.parse_args()
     cuda = args.device == "cuda"
@@ -195,8 +212,10 @@ def main() -> None:
     rows = []
     for name in models:
         for form in args.formulations:
-            rows += (bench_cuda if cuda else bench_cpu)(name, form, batch, args.img_size, steps, args.backend)
-            for r in rows[-(3 if cuda else 1):]:
+            new = (bench_cuda(name, form, batch, args.img_size, steps, args.backend) if cuda else
+                   bench_cpu(name, form, batch, args.img_size, steps, args.backend, train=args.cpu_train))
+            rows += new
+            for r in new:
                 extra = f"{r['peak_gib']:7.2f} GiB" if cuda else f"{r['seconds_per_batch']:.3f} s/batch"
                 print(f"{r['model']:18s} {r['formulation']:8s} {r['mode']:11s} {r['img_per_s']:9.1f} img/s  {extra}",
                       flush=True)

@@ -3,7 +3,7 @@
 Default problem: b=8, d=1536 (4 directions x 384 channels), l=196 (14x14 tokens), n=16, B and C in 4
 groups (one per direction), with z, D, delta_bias and softplus, fp32.
 
-    python benchmarks/bench_selective_scan.py                      # CPU: ref vs torch
+    python benchmarks/bench_selective_scan.py                      # CPU: ref, torch and the C kernel "cpu"
     python benchmarks/bench_selective_scan.py --device cuda        # GPU: ref, torch, and the GPU kernels
     python benchmarks/bench_selective_scan.py --json build/bench_selective_scan.json
 
@@ -197,8 +197,9 @@ def main(argv=None):
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda needs a CUDA GPU")
-    gpu_kernels = [b for b in available_backends() if b not in ("ref", "torch")]  # mamba-ssm, others
-    backends = ["ref", "torch"] + (gpu_kernels if device.type == "cuda" else [])
+    # the fused kernels of the device: the C kernel on CPU; mamba-ssm, Triton on GPU
+    kernels = [b for b in available_backends() if b not in ("ref", "torch") and (b == "cpu") == (device.type == "cpu")]
+    backends = ["ref", "torch"] + kernels
     x = make_inputs(args, device)
     grad_out = torch.randn(x["u"].shape, generator=torch.Generator().manual_seed(1)).to(device)
     timer = Timer(device)

@@ -16,8 +16,13 @@ The signature and the semantics are those of mamba-ssm's ``selective_scan_fn`` (
   recurrence in chunks of ``T`` steps with in-place ops and keeps only the state at chunk boundaries;
   the backward recomputes one chunk at a time and walks the adjoint recurrence backwards.
   Activations never hold the (b, d, l, n) tensor of every state, only (b, d, l/T, n).
+- ``"cpu"``: :func:`~localmamba.ops.selective_scan_cpu.selective_scan_cpu`, a fused C kernel for CPU tensors,
+  forward and backward, compiled on first use with the system C compiler (``selective_scan_cpu.py``).
+  fp64 inputs run the "torch" backend (the kernel computes in fp32).
 - ``"cuda"``: mamba-ssm's fused kernel (``pip install mamba-ssm --no-build-isolation``).
-- ``"auto"``: ``"cuda"`` for CUDA tensors when mamba-ssm imports, else ``"torch"``.
+- ``"triton"``: this package's Triton kernel (CUDA tensors; ``selective_scan_triton.py``).
+- ``"auto"``: for CUDA tensors ``"cuda"`` when mamba-ssm imports, else ``"triton"``, else ``"torch"``; for
+  CPU tensors ``"cpu"`` when its kernel builds, else ``"torch"`` (each fallback warns once).
 
 Shapes (mamba-ssm's notation, ``r`` = real)::
 
@@ -36,14 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .selective_scan_cpu import CPU_KERNEL_INSTALL_HINT, cpu_kernel_available, cpu_kernel_error, selective_scan_cpu
 from .selective_scan_triton import selective_scan_triton, triton_available
 
 __all__ = [
     "selective_scan", "selective_scan_ref", "selective_scan_torch", "SelectiveScanTorchFn",
-    "available_backends", "BACKENDS", "DEFAULT_CHUNK_SIZE",
+    "available_backends", "reads_time_major", "cpu_kernel_available", "BACKENDS", "DEFAULT_CHUNK_SIZE",
 ]
 
-BACKENDS = ("auto", "ref", "torch", "cuda", "triton")
+BACKENDS = ("auto", "ref", "torch", "cpu", "cuda", "triton")
 #: Steps per chunk of the torch backend. Small chunks keep the (T, b, d, n) buffers in cache (6 MB each for
 #: a LocalVim-T layer at T=8) and the saved boundary states at 1/T of all states. On a 2-core AMD EPYC,
 #: T=6..8 ran fastest with the earlier layout (T=4: +10%, T=16: +15% forward time); with the channels-last
@@ -62,6 +68,7 @@ _CUDA_INSTALL_HINT = (
 _mamba_fn = None          # mamba-ssm's selective_scan_fn once imported
 _mamba_import_error = None  # the ImportError, once an import failed
 _warned_fallback = False  # "auto" warned once that CUDA tensors fell back to torch
+_warned_cpu_fallback = False  # "auto" warned once that CPU tensors fell back to torch
 
 
 def _mamba_selective_scan_fn():
@@ -77,8 +84,11 @@ def _mamba_selective_scan_fn():
 
 
 def available_backends() -> list[str]:
-    """Backends usable on this machine: always 'ref' and 'torch', plus 'cuda' with a GPU and mamba-ssm."""
+    """Backends usable on this machine: always 'ref' and 'torch'; 'cpu' when its C kernel builds, 'cuda' with a
+    GPU and mamba-ssm, 'triton' with a GPU and triton."""
     names = ["ref", "torch"]
+    if cpu_kernel_available():
+        names.append("cpu")
     if torch.cuda.is_available() and _mamba_selective_scan_fn() is not None:
         names.append("cuda")
     if triton_available():
@@ -496,14 +506,26 @@ def _selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 # --------------------------------------------------------------------------------------------------
 # the entry point
 # --------------------------------------------------------------------------------------------------
-def _resolve_backend(backend: str, is_cuda: bool) -> str:
-    """Map "auto" to a concrete backend; warn once when CUDA tensors cannot use mamba-ssm."""
-    global _warned_fallback
+def _resolve_backend(backend: str, is_cuda: bool, on_cpu: bool = True) -> str:
+    """Map "auto" to a concrete backend; warn once when CUDA tensors cannot use mamba-ssm, and once when CPU
+    tensors cannot use the C kernel (unless LOCALMAMBA_CPU_KERNEL=0 turned it off on purpose). Tensors on
+    other devices (meta, mps, ...) and torch.jit traces, which cannot see the C kernel's writes, get "torch"."""
+    global _warned_fallback, _warned_cpu_fallback
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {list(BACKENDS)}")
     if backend != "auto":
         return backend
     if not is_cuda:
+        if not on_cpu or torch.jit.is_tracing():
+            return "torch"
+        err = cpu_kernel_error()
+        if err is None:
+            return "cpu"
+        if not _warned_cpu_fallback and "LOCALMAMBA_CPU_KERNEL" not in err:
+            _warned_cpu_fallback = True
+            warnings.warn(f"the selective scan's C kernel is unavailable ({err}), so CPU tensors use the slower "
+                          f"pure-PyTorch backend. To build it, {CPU_KERNEL_INSTALL_HINT}", RuntimeWarning,
+                          stacklevel=3)
         return "torch"
     if _mamba_selective_scan_fn() is not None:
         return "cuda"
@@ -519,18 +541,25 @@ def _resolve_backend(backend: str, is_cuda: bool) -> str:
 def reads_time_major(backend: str, device: torch.device | str) -> bool:
     """Whether ``backend`` on ``device`` is fastest on time-major inputs ((b, d, l) views of storage with
     the channels innermost): the torch scan and the Triton kernel are; mamba-ssm's kernel ("cuda") wants
-    (b, d, l) contiguous and the "ref" loop does not care. Layers pick their layout with it."""
-    return _resolve_backend(backend, torch.device(device).type == "cuda") in ("torch", "triton")
+    (b, d, l) contiguous and the "ref" loop does not care. The C kernel ("cpu") reads any layout with the
+    channels innermost as whole vectors. Layers pick their layout with it."""
+    device = torch.device(device)
+    return _resolve_backend(backend, device.type == "cuda", device.type == "cpu") in ("torch", "cpu", "triton")
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    backend="auto"):
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature; returns out: (b, d, l) in u.dtype.
 
-    backend: "auto" (mamba-ssm on CUDA tensors if it imports, else "torch"), "torch", "cuda" or "ref".
+    backend: one of :data:`BACKENDS` (see the module docstring); "auto" picks the fastest that runs here.
     """
-    backend = _resolve_backend(backend, u.is_cuda)
+    backend = _resolve_backend(backend, u.is_cuda, u.device.type == "cpu")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    fp64 = _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64
+    if backend == "cpu" and u.device.type == "cpu" and fp64:
+        backend = "torch"  # the C kernel computes in fp32; fp64 (gradcheck) keeps its precision here
+    if backend == "cpu":
+        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "torch":
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "cuda":

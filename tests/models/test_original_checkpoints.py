@@ -10,6 +10,7 @@ import torch
 
 import localmamba  # noqa: F401  (registers the models)
 from localmamba.models import CheckpointError, model_from_arch
+from localmamba.ops import available_backends
 
 # ../shared beside the checkout; LOCALMAMBA_FIXTURES points elsewhere (e.g. a copy carried to a GPU machine)
 FIXTURES = Path(os.environ.get("LOCALMAMBA_FIXTURES",
@@ -27,9 +28,10 @@ def build_from_fixture(name: str, file=None, **extra):
     return model_from_arch(arch, checkpoint=file or FIXTURES / f"{name}.ckpt", **extra), arch
 
 
+@pytest.mark.parametrize("backend", [b for b in ("torch", "cpu") if b in available_backends()])
 @pytest.mark.parametrize("name", NAMES)
-def test_original_checkpoint_gives_original_logits(name):
-    model, arch = build_from_fixture(name)
+def test_original_checkpoint_gives_original_logits(name, backend):
+    model, arch = build_from_fixture(name, backend=backend)
     assert sum(p.numel() for p in model.parameters()) == arch["params"]
     io = torch.load(FIXTURES / f"{name}.io.pt", weights_only=True)
     with torch.no_grad():
@@ -40,7 +42,6 @@ def test_original_checkpoint_gives_original_logits(name):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", NAMES)
 def test_original_checkpoint_on_cuda_kernels(name):
-    from localmamba.ops import available_backends
     if "cuda" not in available_backends():
         pytest.skip("needs a CUDA GPU and mamba-ssm")
     model, _ = build_from_fixture(name, backend="cuda")

@@ -74,7 +74,7 @@ def compare_to_oracle(backend, inputs, softplus, tol=1e-4, **kw):
 
 FAST_BACKENDS = [
     pytest.param(b, marks=[pytest.mark.cuda] if b == "cuda" else [])
-    for b in ("torch", "cuda") if b in available_backends()
+    for b in ("torch", "cpu", "cuda") if b in available_backends()
 ]
 SIZES = [  # (b, d, l, n, g): l not a multiple of the chunk, l = 1, a multiple of it, grouped and not
     (2, 8, 37, 4, 2),
@@ -91,6 +91,15 @@ OPTIONS = [  # (D, z, delta_bias, softplus)
 ]
 
 
+def positive_steps(x, softplus):
+    """Without softplus the caller owns positivity: a step delta + bias < 0 makes exp(delta*A) > 1 and the
+    state grow exponentially, where kernels that sum in another order (mamba-ssm's parallel scan)
+    legitimately differ by more than fp32 rounding; keep the step positive, as models do."""
+    if not softplus:
+        x["delta"] = x["delta"].abs() + (x["delta_bias"].abs()[:, None] if x["delta_bias"] is not None else 0)
+    return x
+
+
 def _device(backend):
     return "cuda" if backend == "cuda" else "cpu"
 
@@ -101,12 +110,7 @@ def _device(backend):
 def test_matches_oracle(backend, size, opts):
     b, d, l, n, g = size
     D, z, bias, softplus = opts
-    inputs = make_inputs(b, d, l, n, g, D=D, z=z, delta_bias=bias, device=_device(backend))
-    if not softplus:
-        # without softplus the caller owns positivity: a step delta + bias < 0 makes exp(delta*A) > 1 and
-        # the state grow exponentially, where kernels that sum in another order (mamba-ssm's parallel
-        # scan) legitimately differ by more than fp32 rounding; keep the step positive, as models do
-        inputs["delta"] = inputs["delta"].abs() + (inputs["delta_bias"].abs()[:, None] if bias else 0)
+    inputs = positive_steps(make_inputs(b, d, l, n, g, D=D, z=z, delta_bias=bias, device=_device(backend)), softplus)
     compare_to_oracle(backend, inputs, softplus)
 
 
@@ -168,7 +172,7 @@ def test_bf16_close_to_fp32(backend):
         assert v.dtype == x16[k].dtype, k
 
 
-@pytest.mark.parametrize("backend", ["ref", "torch"])
+@pytest.mark.parametrize("backend", [b for b in ("ref", "torch", "cpu") if b in available_backends()])
 def test_autocast_keeps_fp32_math(backend):
     inputs = make_inputs(2, 8, 21, 4, 2, seed=13)
     out, grads = run(selective_scan, inputs, True, backend=backend)
@@ -251,7 +255,7 @@ def _good():
     ("z", torch.zeros(2, 8, 11), "z must"),
     ("delta_bias", torch.zeros(8, 1), "delta_bias must"),
 ])
-@pytest.mark.parametrize("backend", ["ref", "torch", "auto"])
+@pytest.mark.parametrize("backend", ["ref", "torch", "cpu", "auto"])
 def test_bad_shapes_raise(field, value, match, backend):
     x = _good()
     x[field] = value
@@ -281,7 +285,7 @@ def test_auto_falls_back_and_warns_once(monkeypatch):
     if hasattr(ssm, "triton_available"):                           # no other GPU kernel either
         monkeypatch.setattr(ssm, "triton_available", lambda: False)
     monkeypatch.setattr(ssm, "_warned_fallback", False)
-    assert ssm._resolve_backend("auto", is_cuda=False) == "torch"
+    assert ssm._resolve_backend("auto", is_cuda=False) == ("cpu" if ssm.cpu_kernel_available() else "torch")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert [ssm._resolve_backend("auto", is_cuda=True) for _ in range(3)] == ["torch"] * 3
