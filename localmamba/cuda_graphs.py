@@ -26,7 +26,7 @@ from torch import nn
 __all__ = ["InferenceGraph", "graph_for_training"]
 
 
-def _cuda_params(model: nn.Module, what: str) -> torch.device:
+def _cuda_device(model: nn.Module, what: str) -> torch.device:
     p = next(model.parameters(), None)
     if p is None or p.device.type != "cuda":
         raise ValueError(f"{what} needs a model on a CUDA device (CUDA graphs), got one on "
@@ -65,7 +65,7 @@ class InferenceGraph:
 
     def __init__(self, model: nn.Module, *, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2):
         self.model, self.autocast_dtype, self.warmup = model, autocast_dtype, warmup
-        self.device = _cuda_params(model, "InferenceGraph")
+        self.device = _cuda_device(model, "InferenceGraph")
         self._graphs: dict = {}  # (shape, dtype) -> (graph, static input, static output)
         self._pool = torch.cuda.graph_pool_handle()  # graphs replay one at a time and we copy outputs out
 
@@ -98,7 +98,8 @@ class InferenceGraph:
         return torch.utils._pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, static_out)
 
 
-def _warm_up(model: nn.Module, sample: torch.Tensor, autocast_dtype: Optional[torch.dtype], steps: int) -> None:
+def _warm_up(model: nn.Module, params: list, sample: torch.Tensor, autocast_dtype: Optional[torch.dtype],
+             steps: int) -> None:
     """Training forwards and backwards on ``sample`` before capture, so that lazy work (Triton compiles, scan
     plans, index checks, cuBLAS handles) is not captured; ``.grad`` untouched (``autograd.grad``).
 
@@ -108,9 +109,6 @@ def _warm_up(model: nn.Module, sample: torch.Tensor, autocast_dtype: Optional[to
     statistics (the CIFAR stems), so every buffer is put back as it was.
     """
     saved = [b.detach().clone() for b in model.buffers()]
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("graph_for_training: no parameter of the model requires a gradient")
     device = sample.device
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
@@ -140,20 +138,22 @@ def graph_for_training(model: nn.Module, sample: torch.Tensor, *, autocast_dtype
     accumulation works; ``zero_grad(set_to_none=True)`` (the default) avoids a copy of every gradient
     per step.
     """
-    _cuda_params(model, "graph_for_training")
+    _cuda_device(model, "graph_for_training")
     if getattr(model, "_training_graph_shape", None) is not None:
         raise ValueError(f"this model already has a training graph (inputs {model._training_graph_shape})")
     if not model.training:
         raise ValueError("graph_for_training captures the training forward: call model.train() first")
     if sample.device.type != "cuda":
         raise ValueError(f"the sample input must be on the model's CUDA device, got {sample.device}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("graph_for_training: no parameter of the model requires a gradient")
     shape, dtype = tuple(sample.shape), sample.dtype
     sample = sample.detach().clone()
-    _warm_up(model, sample, autocast_dtype, warmup)
+    _warm_up(model, params, sample, autocast_dtype, warmup)
     with _autocast(autocast_dtype):  # captures without running: the buffers stay as the warm-up restored them
         torch.cuda.make_graphed_callables(model, (sample,), num_warmup_iters=0)
     graphed_forward = model.forward  # runs the graph in train mode, the original forward in eval mode
-    params = [p for p in model.parameters() if p.requires_grad]
 
     def forward(x: torch.Tensor):
         if model.training:

@@ -382,6 +382,9 @@ def train(config: Config, on_epoch_end: Optional[Callable[[int, dict], None]] = 
 
 def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
     device, main = info.device, info.is_main
+    if cfg.cuda_graph and (device.type != "cuda" or info.distributed):
+        raise ValueError(f"--cuda-graph needs one process on a CUDA device, got {device}"
+                         f"{f' in {info.world_size} processes' if info.distributed else ''}")
     out = Path(cfg.output)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -439,9 +442,6 @@ def _train(cfg: Config, info: dist_utils.DistInfo, on_epoch_end) -> dict:
             find_unused_parameters=cfg.ddp_find_unused)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None  # after DDP's broadcast of rank 0
     if cfg.cuda_graph:  # after the EMA's deep copy, which must not share the graphed forward
-        if device.type != "cuda" or info.distributed:
-            raise ValueError(f"--cuda-graph needs one process on a CUDA device, got {device}"
-                             f"{f' in {info.world_size} processes' if info.distributed else ''}")
         sample = torch.zeros(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
         model.train()
         amp_dtype = getattr(torch, cfg.amp_dtype) if cfg.amp else None

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .selective_scan_cpu import CPU_KERNEL_INSTALL_HINT, cpu_kernel_available, cpu_kernel_error, selective_scan_cpu
+from .selective_scan_cpu import CPU_KERNEL_INSTALL_HINT, _scan_cpu, cpu_kernel_available, cpu_kernel_error
 from .selective_scan_triton import selective_scan_triton, triton_available
 
 __all__ = [
@@ -555,11 +555,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     backend = _resolve_backend(backend, u.is_cuda, u.device.type == "cpu")
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    fp64 = _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64
-    if backend == "cpu" and u.device.type == "cpu" and fp64:
-        backend = "torch"  # the C kernel computes in fp32; fp64 (gradcheck) keeps its precision here
     if backend == "cpu":
-        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        if u.device.type == "cpu" and _compute_dtype(u, delta, A, B, C, D, z, delta_bias) == torch.float64:
+            # the C kernel computes in fp32; fp64 (gradcheck) keeps its precision with "torch"
+            return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "torch":
         return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "cuda":

@@ -307,6 +307,11 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     another device or fp64 inputs (which :func:`~localmamba.ops.selective_scan` sends to "torch")."""
     from .selective_scan import _check_inputs  # that module imports this one
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    return _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """:func:`selective_scan_cpu` on inputs whose shapes are checked (the entry point checks them once)."""
     tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
     if u.device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors, got u on {u.device}; use backend='auto' on other devices")

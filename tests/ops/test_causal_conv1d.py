@@ -21,41 +21,40 @@ def conv1d_oracle(x, weight, bias, activation):
     return F.silu(out) if activation else out
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("L,W,bias,activation", [(9, 4, True, "silu"), (9, 4, False, None), (2, 4, True, "silu"),
-                                                  (7, 3, True, None)])
-def test_reference_equals_conv1d(layout, L, W, bias, activation):
+def compare_on_cpu(fn, oracle, layout, L, W, bias, activation, out_tol, grad_tol):
+    """fn against oracle on one CPU problem: outputs, x's layout kept, gradients of x, w and b.
+    Returns (x, w, b, fn's output)."""
     torch.manual_seed(0)
     x = LAYOUTS[layout](2, 6, L).requires_grad_(True)
     w = torch.randn(6, W, requires_grad=True)
     b = torch.randn(6, requires_grad=True) if bias else None
-    out = causal_conv1d_ref(x, w, b, activation)
-    ref = conv1d_oracle(x, w, b, activation)
+    out = fn(x, w, b, activation)
+    ref = oracle(x, w, b, activation)
     assert out.stride() == x.stride(), "the output keeps x's layout"
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=out_tol[0], atol=out_tol[1])
     g = torch.randn_like(out)
     leaves = [t for t in (x, w, b) if t is not None]
     for a, r in zip(torch.autograd.grad((out * g).sum(), leaves), torch.autograd.grad((ref * g).sum(), leaves)):
-        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, r, rtol=grad_tol[0], atol=grad_tol[1])
+    return x, w, b, out
+
+
+CPU_CASES = pytest.mark.parametrize("L,W,bias,activation", [(9, 4, True, "silu"), (9, 4, False, None),
+                                                            (2, 4, True, "silu"), (7, 3, True, None)])
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("L,W,bias,activation", [(9, 4, True, "silu"), (9, 4, False, None), (2, 4, True, "silu"),
-                                                  (7, 3, True, None)])
+@CPU_CASES
+def test_reference_equals_conv1d(layout, L, W, bias, activation):
+    compare_on_cpu(causal_conv1d_ref, conv1d_oracle, layout, L, W, bias, activation, (1e-5, 1e-6), (1e-5, 1e-5))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@CPU_CASES
 def test_torch_equals_reference(layout, L, W, bias, activation):
     """The same multiply-adds in the same order: equal outputs and gradients, and x's layout kept."""
-    torch.manual_seed(0)
-    x = LAYOUTS[layout](2, 6, L).requires_grad_(True)
-    w = torch.randn(6, W, requires_grad=True)
-    b = torch.randn(6, requires_grad=True) if bias else None
-    out = causal_conv1d_torch(x, w, b, activation)
-    ref = causal_conv1d_ref(x, w, b, activation)
-    assert out.stride() == x.stride(), "the output keeps x's layout"
-    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
-    g = torch.randn_like(out)
-    leaves = [t for t in (x, w, b) if t is not None]
-    for a, r in zip(torch.autograd.grad((out * g).sum(), leaves), torch.autograd.grad((ref * g).sum(), leaves)):
-        torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
+    x, w, b, out = compare_on_cpu(causal_conv1d_torch, causal_conv1d_ref, layout, L, W, bias, activation,
+                                  (1e-6, 1e-7), (1e-6, 1e-6))
     assert causal_conv1d(x, w, b, activation).equal(out), "auto runs the torch backend on CPU"
 
 
