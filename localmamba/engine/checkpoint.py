@@ -73,6 +73,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> Any:
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}; check the path (a run writes OUTPUT/last.pth "
                               "and OUTPUT/best.pth)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor a "
+                              "pickle; a text or other file?); pass the .pth file a run or release wrote")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip/unpickling errors of every kind

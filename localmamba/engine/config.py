@@ -44,7 +44,8 @@ class Config:
     drop_path: Optional[float] = _option(None, "drop-path rate (default: the model's)", type=float)
     # data
     dataset: str = _option("imagenet", "dataset", choices=data.DATASETS)
-    data_dir: Optional[str] = _option(None, "data folder or .npz file (see localmamba.engine.data)")
+    data_dir: Optional[str] = _option(None, "data folder or .npz file (see localmamba.engine.data); "
+                                               "required except for --dataset fake")
     download: bool = _option(False, "let torchvision download CIFAR into --data-dir")
     val_split: int = _option(0, "hold out N training images (class-stratified, seed --split-seed) as the "
                            "validation set; for data without a val/test split (the .npz)", type=int)
@@ -87,7 +88,7 @@ class Config:
     sched: str = _option("cosine", "timm scheduler name")
     sched_on: str = _option("step", "step the schedule every iteration ('step') or epoch ('epoch')",
                        choices=("step", "epoch"))
-    clip_grad: Optional[float] = _option(None, "clip the gradient norm to this value", type=float)
+    clip_grad: Optional[float] = _option(None, "clip the gradient norm to this value (default: no clipping)", type=float)
     amp: bool = _option(False, "mixed precision (autocast)")
     amp_dtype: str = _option("bfloat16", "autocast dtype; float16 adds a gradient scaler",
                         choices=("bfloat16", "float16"))
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = meta.pop("help")
-        if "default" not in help_:  # a help that names its default already says it better than "None"
+        if "default" not in help_ and default is not None:  # a help naming its default says it better
             help_ += f" (default: {default})"
         if f.type in ("bool", "Optional[bool]") or isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)

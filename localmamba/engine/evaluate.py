@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from . import data, distributed
 from .checkpoint import CheckpointError, is_engine_checkpoint, load_checkpoint
 from .config import ConfigError
-from .model import create_model
+from .model import check_model_name, create_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,6 +131,8 @@ def load_model(checkpoint: str | os.PathLike, model: Optional[str] = None, *, nu
     the engine's checkpoints, ``config`` and ``classes``. ``trust_pickle`` lets the localmamba models
     read an original checkpoint that holds pickled Python objects (only for files you trust).
     """
+    if model is not None:
+        check_model_name(model)
     path = Path(checkpoint)
     try:
         ckpt = load_checkpoint(path)
@@ -254,17 +256,18 @@ def main(argv=None) -> dict:
     p.add_argument("--model-kwargs", type=json.loads, default=None, help="extra create_model kwargs (JSON)")
     p.add_argument("--dataset", choices=data.DATASETS, help="default: the checkpoint's")
     p.add_argument("--data-dir", help="default: the checkpoint's, for the same dataset")
-    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--split", choices=("val", "train"), default="val",
+                   help="score the validation images or the training images (default: val)")
     p.add_argument("--val-split", type=int, help="held-out images, as in training (default: the checkpoint's)")
-    p.add_argument("--split-seed", type=int)
-    p.add_argument("--img-size", type=int)
+    p.add_argument("--split-seed", type=int, help="seed of the held-out split (default: the checkpoint's)")
+    p.add_argument("--img-size", type=int, help="image size (default: the checkpoint's, else the dataset's)")
     p.add_argument("--interpolation", help="resize interpolation (default: the checkpoint's, else bicubic)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     p.add_argument("--workers", type=int,
                    help="data-loader processes (default: min(4, the CPU cores this process may use))")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if any)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of an engine checkpoint")
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast)")
     p.add_argument("--max-images", type=int, default=0, help="a stratified subset of N images (0: all)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="let an original checkpoint hold pickled Python objects (files you trust only)")

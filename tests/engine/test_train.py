@@ -234,3 +234,21 @@ def test_torchrun_two_cpu_processes_write_one_set_of_files_and_resume_exactly(tm
     resumed = state(part / "last.pth")
     assert resumed["epoch"] == 2
     assert all(torch.equal(v, resumed["model"][k]) for k, v in ckpt["model"].items())
+
+
+def test_hooks_add_fields_to_metrics_and_a_caller_built_model_is_trained(tmp_path):
+    """What search builds on: its own module trained by the engine, a per-epoch field in metrics.jsonl."""
+    import timm
+
+    net = timm.create_model("test_vit", num_classes=10, img_size=32)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+    hooks = T.Hooks(epoch_metrics=lambda epoch, model: {"probe": epoch * 10, "same_model": model is net},
+                    on_epoch_end=lambda epoch, row: seen.append((epoch, row["probe"])))
+    summary = T.train(tiny(tmp_path, epochs=2), model=net, hooks=hooks)
+    rows = [json.loads(l) for l in (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["probe"], r["same_model"]) for r in rows] == [(10, True), (20, True)]
+    assert seen == [(1, 10), (2, 20)]
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+    saved = state(Path(summary["output"]) / "last.pth")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
