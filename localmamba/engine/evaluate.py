@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data, distributed
+from . import data, distributed, loaders
 from .checkpoint import CheckpointError, is_engine_checkpoint, load_checkpoint
 from .config import ConfigError
 from .model import check_model_name, create_model
@@ -232,9 +232,9 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if max_images and max_images < len(ds):
         _, keep = data.stratified_split(ds.targets, max_images, 0)
         ds = data._subset(ds, keep)
-    ds.transform = data.eval_transform(img_size, interpolation=interpolation)
-    workers = data.default_workers(cap=4) if workers is None else workers
-    loader = data.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
+    ds.transform = loaders.eval_transform(img_size, interpolation=interpolation)
+    workers = loaders.default_workers(cap=4) if workers is None else workers
+    loader = loaders.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
     logits, labels = predict(net, loader, dev, amp=amp)
     k = min(5, logits.shape[-1])
     res = {
