@@ -28,9 +28,9 @@ from ..models import CheckpointError  # one error for any checkpoint that cannot
 CHECKPOINT_FORMAT = "localmamba.train"  # the value older runs wrote; kept so they still resume
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "CheckpointNotFoundError", "save_checkpoint", "load_checkpoint",
-           "write_text_atomic", "write_jsonl", "is_engine_checkpoint", "check_resumable", "get_rng_state",
-           "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "CheckpointNotFoundError", "save_checkpoint",
+           "load_checkpoint", "write_text_atomic", "write_jsonl", "is_engine_checkpoint", "check_resumable",
+           "get_rng_state", "set_rng_state"]
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

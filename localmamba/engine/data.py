@@ -18,9 +18,9 @@ The ``.npz`` format: ``d = dict(np.load(path))`` has ``jpeg`` (uint8, every JPEG
 
 Small datasets (CIFAR, npz, fake) live in memory as ``r(N H W 3) uint8`` (:class:`InMemoryImages`).
 They feed either the usual ``DataLoader`` with PIL transforms (RandAugment, random erasing, ...) or,
-with ``--gpu-aug``, :class:`localmamba.engine.loaders.DeviceLoader`: the whole uint8 tensor sits on the GPU and each batch is
-gathered, pad-cropped, flipped and normalised there (no workers, no host-device copies), which is what
-feeds tens of thousands of 32x32 images a second.
+with ``--gpu-aug``, :class:`localmamba.engine.loaders.DeviceLoader`: the whole uint8 tensor sits on the GPU
+and each batch is gathered, pad-cropped, flipped and normalised there (no workers, no host-device copies),
+which is what feeds tens of thousands of 32x32 images a second.
 
 Validation: a dataset's own ``val/`` or ``test/`` split, or, with ``val_split=N``, N training images
 held out class-stratified (:func:`stratified_split`, seed ``split_seed``, 0 by default, independent of

@@ -470,9 +470,9 @@ def train_one_epoch(cfg: Config, model, loader, optimizer, scheduler, scaler, lo
         with _autocast(cfg, device):
             logits = model(x)
             loss = loss_fn(logits, y)
-        l = loss.detach().float()
-        bad_step = torch.minimum(bad_step, torch.where(torch.isfinite(l), big, step))
-        loss_sum += l.double()
+        step_loss = loss.detach().float()
+        bad_step = torch.minimum(bad_step, torch.where(torch.isfinite(step_loss), big, step))
+        loss_sum += step_loss.double()
         n_seen += 1
         scaler.scale(loss).backward()
         if cfg.clip_grad:
