@@ -98,7 +98,8 @@ class DirectionSpec:
     ``directions``: one list of direction names per layer (per block for LocalVMamba, over all stages);
     ``family``: 'local_vim' or 'local_vmamba'; ``model``: the model it came from (e.g. the supernet's
     registered name); ``candidates``: what the layers chose from; ``probabilities``: optionally, each
-    layer's probability of every candidate (layers x candidates).
+    layer's probability of every candidate (layers x candidates); ``depth``: the number of layers,
+    ``len(directions)`` (checked against it when given).
     """
 
     directions: list[list[str]]
@@ -106,6 +107,7 @@ class DirectionSpec:
     model: str = ""
     candidates: list[str] = field(default_factory=lambda: list(CANDIDATES))
     probabilities: list[list[float]] | None = None
+    depth: int | None = None
 
     def __post_init__(self) -> None:
         self.directions = [list(ds) for ds in self.directions]
@@ -114,11 +116,12 @@ class DirectionSpec:
             self.probabilities = [[float(p) for p in row] for row in self.probabilities]
         self._check()
 
-    @property
-    def depth(self) -> int:
-        return len(self.directions)
-
     def _check(self) -> None:
+        if self.depth is None:
+            self.depth = len(self.directions)
+        elif self.depth != len(self.directions):
+            raise DirectionSpecError(f"direction spec: field 'depth' is {self.depth} but field 'directions' has "
+                                     f"{len(self.directions)} layers")
         if self.family not in FAMILIES:
             raise DirectionSpecError(f"direction spec: field 'family' must be one of {FAMILIES}, got {self.family!r}")
         if not self.directions:
@@ -155,11 +158,8 @@ class DirectionSpec:
         if not isinstance(ds, list) or not all(isinstance(x, list) for x in ds):
             raise DirectionSpecError(f"{source} is not a valid direction spec: field 'directions' must be a list "
                                      f"of lists of direction names, one list per layer")
-        if "depth" in d and d["depth"] != len(ds):
-            raise DirectionSpecError(f"{source} is not a valid direction spec: field 'depth' is {d['depth']} but "
-                                     f"field 'directions' has {len(ds)} layers")
         try:
-            return cls(directions=ds, family=d["family"], model=str(d.get("model", "")),
+            return cls(directions=ds, family=d["family"], model=str(d.get("model", "")), depth=d.get("depth"),
                        candidates=d.get("candidates", list(CANDIDATES)), probabilities=d.get("probabilities"))
         except (TypeError, ValueError) as e:
             msg = str(e).removeprefix("direction spec: ")

@@ -34,6 +34,9 @@ def test_spec_round_trips_through_a_readable_file(tmp_path):
     back = DirectionSpec.load(path)
     assert back == spec and back.to_dict() == spec.to_dict()
     assert DirectionSpec.from_dict(spec.to_dict()) == spec
+    assert DirectionSpec(VIM_DIRS, family="local_vim", depth=2).depth == spec.depth == 2
+    with pytest.raises(DirectionSpecError, match="field 'depth' is 3"):
+        DirectionSpec(VIM_DIRS, family="local_vim", depth=3)
     no_probs = DirectionSpec(VIM_DIRS, family="local_vim")
     no_probs.save(path)
     assert DirectionSpec.load(path) == no_probs and "probabilities" not in no_probs.to_dict()
