@@ -12,11 +12,12 @@ same), a final Add -> RMSNorm, mean pooling (or the middle class token) and a li
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, PatchEmbed, trunc_normal_
+from timm.layers import DropPath, PatchEmbed, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -81,7 +82,13 @@ class LocalVim(Backbone):
         else:
             self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                           embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
-        self.grid_size = tuple(self.patch_embed.grid_size)
+        # the grid the forward really uses: an image size that is not a multiple of the patch is zero-padded
+        self.grid_size = tuple(self.patch_embed.dynamic_feat_size(to_2tuple(img_size)))
+        padded = tuple(g * patch_size for g in self.grid_size)
+        if padded != to_2tuple(img_size):
+            warnings.warn(f"img_size {to_2tuple(img_size)} is not a multiple of patch_size {patch_size}: images are "
+                          f"zero-padded to {padded}, grid_size {self.grid_size}; pass "
+                          f"img_size={padded[0] if padded[0] == padded[1] else padded} to silence this", stacklevel=2)
         n = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = 1 if cls_token == "middle" else 0
         if cls_token == "middle":

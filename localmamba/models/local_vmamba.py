@@ -8,11 +8,12 @@ and Swin ``PatchMerging``: the same functions and parameter names as the origina
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed
+from timm.layers import PatchEmbed, to_2tuple
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging
@@ -74,6 +75,12 @@ class LocalVMamba(Backbone):
         n_blocks = sum(depths)
         directions = resolve_directions(directions, "local_vmamba", n_blocks) or [None] * n_blocks
         self.candidates = tuple(CANDIDATES if candidates is None else candidates)
+        cropped = img_size and tuple(s - s % patch_size for s in to_2tuple(img_size))
+        if img_size and cropped != to_2tuple(img_size):
+            warnings.warn(f"img_size {to_2tuple(img_size)} is not a multiple of patch_size {patch_size}: the stem "
+                          f"ignores the last rows and columns, as the original's, and sees {cropped}; pass "
+                          f"img_size={cropped[0] if cropped[0] == cropped[1] else cropped} to silence this",
+                          stacklevel=2)
         self.num_classes = num_classes
         self.dims = dims
         self.num_features = self.head_hidden_size = dims[-1]
