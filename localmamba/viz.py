@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from . import analysis
-from .data import InMemoryImages
+from .engine.data import InMemoryImages
 from .scan import parse_direction, scan_length, scan_order
 
 __all__ = [
