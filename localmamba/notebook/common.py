@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-__all__ = ["save_figure", "write_png", "check_figure", "plain_log_axis", "figure_to_png", "PATH_CMAP"]
+__all__ = ["save_figure", "write_png", "check_figure", "plain_log_axis", "plain_log_ticks", "figure_to_png", "PATH_CMAP"]
 
 
 PATH_CMAP = "plasma"
@@ -113,6 +113,12 @@ def plain_log_axis(axis) -> None:
         axis.axes.set_xscale("log", nonpositive="mask")
     else:
         axis.axes.set_yscale("log", nonpositive="mask")
+    plain_log_ticks(axis)
+
+
+def plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2, 5 x 10^k written as plain numbers on an axis that is already logarithmic
+    (e.g. a colour bar's over a LogNorm)."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FormatStrFormatter("%g"))
     axis.set_minor_formatter(NullFormatter())

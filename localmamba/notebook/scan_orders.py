@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from ..scan import parse_direction, scan_length, scan_order, scan_positions
-from .common import PATH_CMAP, figure_to_png, plain_log_axis
+from .common import PATH_CMAP, figure_to_png, plain_log_axis, plain_log_ticks
 
 __all__ = [
     "image_to_patches", "plot_image_patches", "scan_path", "direction_name", "plot_scan_path", "plot_scan_grid",
@@ -534,6 +534,7 @@ def plot_locality_maps(directions: Sequence, H: int, W: int, connectivity: int =
     for ax in axes.flat[len(maps):]:
         ax.set_visible(False)
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+    plain_log_ticks(cb.ax.yaxis)
     cb.set_label("steps to the farthest neighbour (log)")
     fig.suptitle(f"Neighbourhood span per token ({connectivity}-neighbours, {H}x{W} grid): "
                  "dark = the neighbourhood is spread far apart in the sequence", fontsize=11)

@@ -165,7 +165,7 @@ def compare_backends(backends: Sequence[str] | None = None, b: int = 2, d: int =
     the reference runs in float64 on the CPU, so the ``ref`` row shows the error of ``dtype`` itself.
     With ``groups`` = g, B and C are (b, g, n, l) (d must be a multiple of g).
     The upstream gradient is a fixed random tensor. Backends run on ``device`` (default: CUDA for
-    'cuda', the CPU for the others).
+    the GPU kernels 'cuda' and 'triton', the CPU for the others).
     """
     import pandas as pd
 
@@ -184,7 +184,7 @@ def compare_backends(backends: Sequence[str] | None = None, b: int = 2, d: int =
     ref_out, ref_grads = run(selective_scan_ref, base)
     rows = []
     for be in backends:
-        dev = device or ("cuda" if be == "cuda" else "cpu")
+        dev = device or ("cuda" if be in GPU_BACKENDS else "cpu")
         cast = {k: v.to(device=dev, dtype=dtype) for k, v in base.items()}
         out, grads = run(lambda **kw: selective_scan(**kw, backend=be), cast)
         row = {"backend": be, "out": (out - ref_out).abs().max().item()}
@@ -192,6 +192,16 @@ def compare_backends(backends: Sequence[str] | None = None, b: int = 2, d: int =
             row[f"d{k}"] = (grads[k] - ref_grads[k]).abs().max().item()
         rows.append(row)
     return pd.DataFrame(rows).set_index("backend")
+
+
+#: Backends that take CUDA tensors only (mamba-ssm's kernel, the Triton kernel) and CPU tensors only (the C kernel).
+GPU_BACKENDS = ("cuda", "triton")
+CPU_BACKENDS = ("cpu",)
+
+
+def _runs_on(backend: str, device) -> bool:
+    on_cuda = torch.device(device).type == "cuda"
+    return on_cuda if backend in GPU_BACKENDS else not on_cuda if backend in CPU_BACKENDS else True
 
 
 def _sync(device) -> None:
@@ -205,8 +215,8 @@ def time_backends(backends: Sequence[str] | None = None, lengths: Sequence[int] 
                   threads: int | None = None, progress: bool = True) -> "pd.DataFrame":
     """Wall-clock time of ``selective_scan`` per backend, device and sequence length.
 
-    ``devices`` defaults to the CPU, plus CUDA when a GPU is present; the 'cuda' backend runs on CUDA
-    only. Returns a long DataFrame with columns ``backend``, ``device``, ``length``, ``ms`` (median over
+    ``devices`` defaults to the CPU, plus CUDA when a GPU is present; the GPU kernels ('cuda', 'triton')
+    run on CUDA only and the C kernel ('cpu') on the CPU only. Returns a long DataFrame with columns ``backend``, ``device``, ``length``, ``ms`` (median over
     ``repeat`` calls after ``warmup`` calls), ``ms_min``, ``tokens_per_s`` (b*l / median time) and
     ``threads`` (PyTorch's CPU threads). With
     ``backward=True`` a call is forward + backward. ``threads`` sets PyTorch's CPU threads for the
@@ -219,7 +229,7 @@ def time_backends(backends: Sequence[str] | None = None, lengths: Sequence[int] 
     if devices is None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     jobs = [(be, dev, l) for be in backends for dev in devices for l in lengths
-            if be != "cuda" or torch.device(dev).type == "cuda"]  # the fused kernel needs CUDA tensors
+            if _runs_on(be, dev)]
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -121,3 +121,11 @@ def test_time_backends_table():
                                  backward=True, threads=1, progress=False)
     assert len(dfb) == 1 and math.isfinite(dfb["ms"].iloc[0])
     assert dfb["threads"].iloc[0] == 1 and torch.get_num_threads() == threads  # restored
+
+
+def test_backends_are_timed_only_where_they_run():
+    # the GPU kernels take CUDA tensors only, the C kernel CPU tensors only, the others both
+    assert [selective_scan._runs_on(b, "cpu") for b in ("ref", "torch", "cpu", "cuda", "triton")] == [
+        True, True, True, False, False]
+    assert [selective_scan._runs_on(b, "cuda:0") for b in ("ref", "torch", "cpu", "cuda", "triton")] == [
+        True, True, False, True, True]
