@@ -21,14 +21,14 @@ from matplotlib.patches import Rectangle
 from ..models import model_from_arch  # noqa: F401  (re-exported for notebook 03)
 from ..models.local_vim import LOCAL_VIM_DIRECTIONS, LocalVim
 from .common import figure_to_png
-from .scan_orders import plot_scan_path
+from .scan_orders import image_to_patches, plot_scan_path  # noqa: F401  (image_to_patches: re-exported for notebook 03)
 
 __all__ = [
     "model_summary", "plot_model_summary", "top_k", "plot_topk", "show_model_input",
     "MergeGates", "merge_gates", "gate_summary", "plot_merge_gates", "plot_gate_summary", "plot_layer_merge",
     "interactive_layer_view",
     "ErfModels", "erf_models", "effective_receptive_field", "erf_stats", "plot_erf", "plot_erf_profiles",
-    "model_from_arch",
+    "model_from_arch", "image_to_patches",
 ]
 
 # --------------------------------------------------------------------------------------------------
