@@ -6,6 +6,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..data import InMemoryImages
 from .common import write_png
@@ -17,7 +18,8 @@ __all__ = ["plot_curves", "plot_confusion_matrix", "raw_image", "plot_prediction
 # --------------------------------------------------------------------------------------------------
 
 def plot_curves(rows: list[dict], title: str = "", path: str | Path | None = None):
-    """Loss (train / val) and accuracy (top-1 / top-5, EMA if present) against epochs."""
+    """Loss (train / val) and accuracy (top-1 / top-5, EMA if present) against epochs, from the rows of a
+    run's ``metrics.jsonl``; saved as the PNG ``path`` when given."""
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(ep, [r["train_loss"] for r in rows], "o-", label="train (augmented)")
@@ -32,6 +34,7 @@ def plot_curves(rows: list[dict], title: str = "", path: str | Path | None = Non
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.2, 1.4, ...
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:

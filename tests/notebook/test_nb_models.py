@@ -150,7 +150,7 @@ def test_model_summary_table():
     from localmamba.flops import count_params
 
     df = models.model_summary(["test_local_vim", "test_local_vssm", "local_vim_tiny_search"],
-                                flops=["test_local_vim", "local_vim_tiny_search"], progress=False)
+                              flops=["test_local_vim", "local_vim_tiny_search"], progress=False)
     assert list(df.columns) == ["family", "layers", "directions/layer", "params (M)", "paper params (M)",
                                 "FLOPs (G)", "paper FLOPs (G)"]
     assert df.loc["test_local_vim", "family"] == "LocalVim" and df.loc["test_local_vssm", "family"] == "LocalVMamba"
@@ -331,12 +331,12 @@ def test_erf_models_from_a_checkpoint_without_json(tmp_path):
 
 def test_model_from_arch_builds_both_families():
     vim = models.model_from_arch(dict(family="local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2,
-                                        num_classes=10, rope=True, cls_token="none",
-                                        directions=[["h", "v"], ["w2", "h_flip"]]))
+                                          num_classes=10, rope=True, cls_token="none",
+                                          directions=[["h", "v"], ["w2", "h_flip"]]))
     assert type(vim).__name__ == "LocalVim" and not vim.training and vim.directions == [("h", "v"), ("w2", "h_flip")]
     assert vim(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     search = models.model_from_arch(dict(family="local_vmamba", dims=[8, 16], depths=[1, 1], num_classes=3,
-                                           directions=None))
+                                             directions=None))
     assert type(search).__name__ == "LocalVMamba" and search.directions == [None, None]
     with pytest.raises(ValueError, match="family"):
         models.model_from_arch(dict(family="resnet", num_classes=3))

@@ -118,7 +118,7 @@ def test_time_backends_table():
     assert list(df["length"]) == [8, 16] and (df["ms"] > 0).all() and (df["ms_min"] <= df["ms"]).all()
     threads = torch.get_num_threads()
     dfb = selective_scan.time_backends(["ref"], lengths=(8,), b=1, d=2, n=2, repeat=1, warmup=0,
-                                 backward=True, threads=1, progress=False)
+                                       backward=True, threads=1, progress=False)
     assert len(dfb) == 1 and math.isfinite(dfb["ms"].iloc[0])
     assert dfb["threads"].iloc[0] == 1 and torch.get_num_threads() == threads  # restored
 

@@ -17,6 +17,7 @@ def test_plot_curves(tmp_path):
     assert [ln.get_label() for ln in loss.lines] == ["train (augmented)", "validation"]
     assert [ln.get_label() for ln in acc.lines] == ["top1", "top5"]  # no EMA values: no EMA curve
     assert list(acc.lines[0].get_ydata()) == [20.0, 30.0, 40.0]
+    assert all(float(t).is_integer() for t in loss.get_xticks())  # whole epochs on the axis
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
