@@ -234,6 +234,18 @@ def _path_legend(fig: plt.Figure, cmap: str = PATH_CMAP, padded: bool = True) ->
                bbox_to_anchor=(0.5, -0.01))
 
 
+def _panels(n: int, ncols: int, panel_size: float, extra: tuple[float, float]) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of ``n`` square panels, ``ncols`` a row, ``extra`` inches (width, height) for the colour
+    bar and titles; the unused cells of the last row are hidden."""
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + extra[0], panel_size * nrows + extra[1]),
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def plot_scan_grid(directions: Sequence[str], H: int, W: int, image: np.ndarray | None = None,
                    ncols: int = 4, panel_size: float = 3.0, suptitle: str | None = None,
                    **path_kwargs) -> plt.Figure:
@@ -241,17 +253,12 @@ def plot_scan_grid(directions: Sequence[str], H: int, W: int, image: np.ndarray 
     directions = list(directions)
     if not directions:
         raise ValueError("need at least one direction")
-    ncols = min(ncols, len(directions))
-    nrows = math.ceil(len(directions) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 1.0, panel_size * nrows + 0.9),
-                             squeeze=False)
+    fig, axes = _panels(len(directions), ncols, panel_size, extra=(1.0, 0.9))
     small = all(scan_length(d, H, W) <= 64 for d in directions)  # same annotations on every panel
     path_kwargs.setdefault("numbers", small)
     path_kwargs.setdefault("arrows", small)
     for ax, d in zip(axes.flat, directions):
         plot_scan_path(ax, d, H, W, image=image, **path_kwargs)
-    for ax in axes.flat[len(directions):]:
-        ax.set_visible(False)
     cmap = path_kwargs.get("cmap", PATH_CMAP)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
     cb = fig.colorbar(sm, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
@@ -520,10 +527,7 @@ def plot_locality_maps(directions: Sequence, H: int, W: int, connectivity: int =
     direction or layer set, on a shared log colour scale."""
     directions = list(directions)
     maps = [neighbourhood_span(ds, H, W, connectivity) for ds in directions]
-    ncols = min(ncols, len(maps))
-    nrows = math.ceil(len(maps) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 1.2, panel_size * nrows + 0.7),
-                             squeeze=False)
+    fig, axes = _panels(len(maps), ncols, panel_size, extra=(1.2, 0.7))
     vmax = vmax or max(m.max() for m in maps)
     norm = plt.matplotlib.colors.LogNorm(vmin=1, vmax=max(vmax, 2))
     for ax, ds, m in zip(axes.flat, directions, maps):
@@ -531,8 +535,6 @@ def plot_locality_maps(directions: Sequence, H: int, W: int, connectivity: int =
         ax.set_title(f"{direction_label(ds)}\nmean {m.mean():.1f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes.flat[len(maps):]:
-        ax.set_visible(False)
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
     plain_log_ticks(cb.ax.yaxis)
     cb.set_label("steps to the farthest neighbour (log)")

@@ -35,11 +35,7 @@ def plot_curves(rows: list[dict], title: str = "", path: str | Path | None = Non
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 1.2, 1.4, ...
-    fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        write_png(fig, path)
-    return fig
+    return _finish(fig, title, path)
 
 
 def plot_confusion_matrix(cm: np.ndarray, classes, title: str = "confusion matrix",
@@ -59,10 +55,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes, title: str = "confusion matri
                         color="white" if frac[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, label="fraction of the true class")
-    fig.tight_layout()
-    if path is not None:
-        write_png(fig, path)
-    return fig
+    return _finish(fig, None, path)
 
 
 def raw_image(ds, i: int) -> np.ndarray:
@@ -90,7 +83,13 @@ def plot_predictions(ds, logits, labels, classes, n: int = 16, seed: int = 0, ti
         ax.imshow(raw_image(ds, int(i)), interpolation="nearest")
         ax.set_title(f"{classes[p]} {100 * prob[i, p]:.0f}%\n(true: {classes[t]})", fontsize=7,
                      color="green" if p == t else "red")
-    fig.suptitle(title)
+    return _finish(fig, title, path)
+
+
+def _finish(fig: plt.Figure, title: str | None, path: str | Path | None) -> plt.Figure:
+    """Title and lay out ``fig``, and save it as the PNG ``path`` when given."""
+    if title is not None:
+        fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
         write_png(fig, path)
