@@ -290,7 +290,7 @@ def main(argv=None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Results of a run, for notebooks (the plots are in localmamba.viz)
+# Results of a run, for notebooks (the plots are in localmamba.notebook.training)
 # ----------------------------------------------------------------------------------------------
 def load_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """Rows of ``run_dir/metrics.jsonl``."""

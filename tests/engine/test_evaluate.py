@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from localmamba import viz
 from localmamba.engine import checkpoint, data, loaders
+from localmamba.notebook import training
 from localmamba.engine import evaluate as E
 from localmamba.engine import train as T
 
@@ -129,8 +129,8 @@ def test_confusion_matrix_and_plots(run, tmp_path):
     assert res["logits"].shape == (64, 10)
     cm = E.confusion_matrix(res["logits"].argmax(1), res["labels"], 10)
     assert cm.sum() == 64 and np.trace(cm) / 64 * 100 == pytest.approx(res["top1"])
-    viz.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
-    viz.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
-    viz.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
-                       path=tmp_path / "pred.png")
+    training.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
+    training.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
+    training.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
+                              path=tmp_path / "pred.png")
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("curves.png", "cm.png", "pred.png"))
