@@ -14,7 +14,8 @@ from localmamba.engine import evaluate as E
 from localmamba.engine import train as T
 
 ROOT = Path(__file__).parents[2]
-TRAIN = ["--dataset", "fake", "--epochs", "1", "--warmup-epochs", "0", "--device", "cpu", "--no-progress", "--workers", "0"]
+TRAIN = ["--dataset", "fake", "--epochs", "1", "--warmup-epochs", "0", "--device", "cpu", "--no-progress",
+         "--workers", "0"]
 
 
 def fails_with_one_line(capsys, main, prog, argv) -> str:
