@@ -43,6 +43,9 @@ atomically every epoch), ``best.pth`` (weights of the best top-1 epoch), ``summa
 A run is a sequence of named steps, each a function below: :func:`build_data`, :func:`build_model`,
 :func:`build_optimization`, :func:`wrap_for_training`, :func:`build_loss`, :func:`resume_run`, then per
 epoch :func:`train_one_epoch`, :func:`validate`, :func:`save_epoch`, and at the end :func:`summarize`.
+
+A mistake the user fixes (unknown model, option or config file, missing data, unreadable checkpoint) stops
+the command with one line on stderr and exit status 2 (:mod:`localmamba.engine.cli`); a traceback means a bug.
 """
 from __future__ import annotations
 
