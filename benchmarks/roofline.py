@@ -11,7 +11,9 @@ How each figure is counted (``GFLOP`` and ``GB`` are of the whole batch):
 
 - FLOPs. Matmuls and convolutions: fvcore's multiply-accumulates (:func:`localmamba.models.flops.paper_flops`
   on the model wrapped so that it takes the fvcore path for both families, the scan's own rule set to 0),
-  times 2 (a multiply-accumulate is 2 FLOPs). Each selective-scan call: 9*B*L*D*N + B*D*L FLOPs (the rule of
+  times 2 (a multiply-accumulate is 2 FLOPs); while fvcore traces, the scan is a copy of its input (not
+  counted: tracing the chunked torch scan is slow, and fvcore would also count the einsums inside it). Each
+  selective-scan call: 9*B*L*D*N + B*D*L FLOPs (the rule of
   mamba-ssm issue 110), from the shapes of the calls the forward really makes (recorded). Elementwise ops,
   norms and softmaxes are not counted. Training = 3x the forward (backward = 2x forward, a convention).
 - Bytes: a floor at layer granularity, each tensor written once and read once, nothing re-read:
@@ -136,14 +138,14 @@ def record(model: nn.Module, e: int, calls: dict, layers: list):
         if key not in calls:
             calls[key] = dict(args=[_clone(a) for a in args], kwargs={k: _clone(v) for k, v in kwargs.items()}, n=0)
         calls[key]["n"] += 1
-        last["u"], last["A"] = args[0], args[2]
+        last["u"] = args[0]
         return real(*args, **kwargs)
 
     def mixer_hook(m, args, out):
         x = args[0]
-        B, KD, L = last["u"].shape
         K, D, N, R = len(m.directions), m.d_inner, m.ssm.d_state, m.ssm.dt_rank
-        T = x[0].numel() // x.shape[-1]  # tokens (T or H*W)
+        B, T = x.shape[0], x[0].numel() // x.shape[-1]  # tokens (T or H*W)
+        L = last.pop("u").shape[-1] if "u" in last else T  # the scanned length (padded windows), else T
         per_dir = B * K * L
         if isinstance(m, SS2D):
             inner = B * T * 2 * D + B * T * D + per_dir * (R + 2 * N) + 2 * per_dir * D + 2 * B * T * D
@@ -159,25 +161,38 @@ def record(model: nn.Module, e: int, calls: dict, layers: list):
     handles = [m.register_forward_hook(mixer_hook) for m in mixers]
     handles += [m.register_forward_hook(leaf_hook) for m in model.modules()
                 if not list(m.children()) and id(m) not in inside and type(m).__name__ not in SKIP]
+    try:
+        with scan_replaced(scan):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def scan_replaced(fn):
+    """Every ``selective_scan`` that a localmamba module imported replaced by ``fn``, wherever it lives."""
+    real = ops.selective_scan
     patched = [mod for name, mod in list(sys.modules.items())
                if name.startswith("localmamba") and getattr(mod, "selective_scan", None) is real]
     try:
         for mod in patched:
-            mod.selective_scan = scan
+            mod.selective_scan = fn
         yield
     finally:
         for mod in patched:
             mod.selective_scan = real
-        for h in handles:
-            h.remove()
 
 
 def forward_macs(model: nn.Module, img: int) -> int:
     """fvcore's multiply-accumulates of one image, the selective scan charged 0 (counted separately)."""
     saved = lm_flops._selective_scan_flop_jit
     lm_flops._selective_scan_flop_jit = lambda inputs, outputs: 0
+    # the scan as a copy of u (same shape and dtype, an op fvcore does not count): tracing the torch scan's
+    # chunk loop took 20 s for LocalVMamba-T at 224, for FLOPs that are counted by formula anyway
     try:  # wrapped: LocalVim's own .flops() formula would otherwise be taken
-        return lm_flops.paper_flops(nn.Sequential(model), img)
+        with scan_replaced(lambda u, *args, **kwargs: u.clone()):
+            return lm_flops.paper_flops(nn.Sequential(model), img)
     finally:
         lm_flops._selective_scan_flop_jit = saved
 
@@ -219,7 +234,7 @@ def scan_rows(label: str, mode: str, calls: dict, ceil: dict, device: str, steps
 
             def fn():
                 o = ops.selective_scan(*args, **kwargs)
-                torch.autograd.grad(o, leaves, dout)
+                torch.autograd.grad(o, leaves, dout, allow_unused=True)
             nbytes = 2 * (in_bytes + _nbytes(out)) + in_bytes  # fwd: in + out; bwd: in + dout + d(in)
         else:
             def fn():
