@@ -1,0 +1,14 @@
+"""Direction search: train a supernet, read the directions each layer prefers, build and train the searched model.
+
+- :mod:`.supernet`: a supernet's search layers, candidates and learned probabilities;
+- :mod:`.derive`: :func:`derive` (top-k per layer -> a :class:`DirectionSpec`), as the original's
+  ``vis_search_prob.py``;
+- :mod:`.plots`: :func:`plot_search` (layers x candidates heatmap, probabilities over epochs);
+- :mod:`.run` and ``python -m localmamba.search``: the whole workflow on the training engine.
+"""
+from .derive import derive, top_k_directions
+from .plots import PROBS_FIELD, load_history, plot_search
+from .supernet import architecture_parameters, candidates, is_supernet, probabilities, search_layers
+
+__all__ = ["derive", "top_k_directions", "plot_search", "load_history", "PROBS_FIELD", "probabilities",
+           "candidates", "architecture_parameters", "search_layers", "is_supernet"]
