@@ -1,0 +1,100 @@
+"""``python -m localmamba.search``: direction search from the command line.
+
+    # search on CIFAR-10 (45,000 train / 5,000 held out), then train the searched model with the same recipe
+    python -m localmamba.search --supernet local_vim_tiny_cifar_search --config configs/search_cifar10_local_vim.yaml \\
+        --data-dir data/cifar10_train_jpeg.npz --output runs/search --retrain-epochs 15
+
+    # a minute on a CPU, on generated images
+    python -m localmamba.search --supernet local_vim_tiny_cifar_search --dataset fake --epochs 2 \\
+        --warmup-epochs 0 --max-steps-per-epoch 5 --batch-size 16 --output runs/search_demo
+
+    # directions from a supernet checkpoint you already have (ours, or the original's with --supernet)
+    python -m localmamba.search --from-checkpoint runs/search/supernet/last.pth --output runs/search
+
+Every option of ``python -m localmamba.train`` applies to the supernet (and to the retrained model): resume
+with ``--resume auto``, several GPUs through ``torchrun``, ``--amp``, ``--cuda-graph``, progress bars.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import train as engine
+from ..models import CheckpointError
+
+#: errors that are the user's input, not a bug: printed as one line, exit status 2
+USER_ERRORS = (ValueError, CheckpointError, FileNotFoundError)
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m localmamba.search", add_help=False,
+                                description="Direction search: train a supernet, derive each layer's top-k "
+                                            "directions, optionally train the searched model.")
+    g = p.add_argument_group("search (the training options below apply to the supernet and the retrained model)")
+    g.add_argument("--supernet", help="a *_search model, e.g. local_vim_tiny_cifar_search (or 'model' in --config)")
+    g.add_argument("--k", type=int, default=4, help="directions kept per layer (default: 4, the paper's)")
+    g.add_argument("--retrain-epochs", type=int, default=0,
+                   help="then train the searched model this many epochs with the same recipe (default: 0, none)")
+    g.add_argument("--retrain-model", help="the model the directions are trained in (default: the supernet's "
+                                           "name without _search, e.g. local_vim_tiny_cifar)")
+    g.add_argument("--from-checkpoint", metavar="CKPT",
+                   help="only derive directions.json and search.png from this supernet checkpoint")
+    return p
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sp = search_parser()
+    if "-h" in argv or "--help" in argv:
+        print(sp.format_help())
+        print(engine.build_parser().format_help().split("\n\n", 1)[1])
+        raise SystemExit(0)
+    known, rest = sp.parse_known_args(argv)
+    try:
+        if known.from_checkpoint:
+            return _derive_only(known, rest)
+        if known.supernet:
+            rest += ["--model", known.supernet]
+        elif "--config" not in rest and not any(a.startswith("--config=") for a in rest):
+            sp.error("--supernet NAME is required (e.g. local_vim_tiny_cifar_search)")
+        if known.k < 1 or known.retrain_epochs < 0:
+            sp.error("--k must be >= 1 and --retrain-epochs >= 0")
+        from .run import search
+
+        return search(engine.parse_args(rest), k=known.k, retrain_epochs=known.retrain_epochs,
+                      retrain_model=known.retrain_model)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _derive_only(known, rest) -> dict:
+    import json
+
+    from .plots import load_history
+    from .run import _figure, derive_from_checkpoint
+
+    p = argparse.ArgumentParser(prog="python -m localmamba.search --from-checkpoint CKPT")
+    p.add_argument("--output", required=True)
+    p.add_argument("--model-kwargs", type=json.loads, default={})
+    args = p.parse_args(rest)
+    spec = derive_from_checkpoint(known.from_checkpoint, supernet=known.supernet, k=known.k,
+                                  model_kwargs=args.model_kwargs)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    spec.save(out / "directions.json")
+    metrics = Path(known.from_checkpoint).parent / "metrics.jsonl"
+    try:
+        history = load_history(metrics) if metrics.is_file() else None
+    except ValueError:
+        history = None
+    _figure(spec, history, out / "search.png")
+    print(f"{spec.model}: {known.k} directions per layer -> {out / 'directions.json'}, figure -> {out / 'search.png'}")
+    for i, d in enumerate(spec.directions):
+        print(f"  layer {i:2d}: {', '.join(d)}")
+    return {"directions": spec.directions, "spec": str(out / "directions.json")}
+
+
+if __name__ == "__main__":
+    main()

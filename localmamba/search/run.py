@@ -1,0 +1,218 @@
+"""The search workflow on the training engine: supernet -> probabilities every epoch -> directions.json
+and figures -> (optionally) the derived model trained with the same recipe.
+
+Output folder (``config.output``)::
+
+    supernet/            the engine's run of the supernet (metrics.jsonl with ``direction_probs`` per epoch,
+                         last.pth, best.pth, summary.json): resumable like any training run
+    directions.json      the derived DirectionSpec (top-k per layer, with the final probabilities)
+    search.png           heatmap with the chosen cells, and each layer's probabilities over the epochs
+    retrain/             the engine's run of the searched model (``retrain_epochs`` > 0)
+    search_summary.json  both accuracies, the spec, the commands' options
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .derive import derive, top_k_directions
+from .plots import PROBS_FIELD, load_history, plot_search
+from .supernet import candidates as supernet_candidates
+from .supernet import family as model_family
+from .supernet import is_supernet, probabilities, probabilities_from_state_dict, search_layers
+
+__all__ = ["SUPERNETS", "searched_model_name", "check_supernet", "search", "derive_from_checkpoint"]
+
+#: supernet -> the registered model of the same family and depth that its directions are for
+SUPERNETS = {
+    "local_vim_tiny_search": "local_vim_tiny",
+    "local_vssm_tiny_search": "local_vssm_tiny",
+    "local_vssm_small_search": "local_vssm_small",
+    "local_vim_tiny_cifar_search": "local_vim_tiny_cifar",
+    "local_vssm_tiny_cifar_search": "local_vssm_tiny_cifar",
+}
+
+
+def searched_model_name(supernet: str) -> str:
+    """The model a supernet's derived directions are trained in (its name without ``_search`` otherwise)."""
+    return SUPERNETS.get(supernet, supernet.removesuffix("_search"))
+
+
+def _build(name: str, meta: bool = False, **kwargs) -> nn.Module:
+    import timm
+
+    from .. import models  # noqa: F401  (registers the families)
+
+    if meta:
+        with torch.device("meta"):
+            return timm.create_model(name, **kwargs)
+    return timm.create_model(name, **kwargs)
+
+
+def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> None:
+    """A clear ValueError unless ``name`` is a registered supernet (a model whose layers are all search layers)."""
+    import timm
+
+    from .. import models  # noqa: F401
+
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, list(SUPERNETS) + timm.list_models("*local*"), n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown supernet {name!r}{hint} (supernets: {', '.join(SUPERNETS)})")
+    if not is_supernet(_build(name, meta=True, **(model_kwargs or {}))):
+        raise ValueError(f"{name!r} is not a supernet (its layers have fixed directions); search one of "
+                         f"{', '.join(SUPERNETS)}")
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def log_probabilities(model: nn.Module, epoch: int, row: dict) -> dict:
+    """The per-epoch hook: the supernet's probabilities as ``direction_probs`` in that epoch's metrics row."""
+    return {PROBS_FIELD: [[round(p, 6) for p in r] for r in probabilities(model).tolist()]}
+
+
+def _train(config, epoch_fields=None) -> dict:
+    """The engine's train() with an optional ``epoch_fields(model, epoch, row) -> dict`` added to every row."""
+    from .. import train as engine
+
+    if epoch_fields is None:
+        return engine.train(config)
+    # TEMPORARY until the engine's per-epoch hook lands: the supernet of last.pth, written just before
+    # on_epoch_end, gives the probabilities; the engine's row and metrics.jsonl get them
+    out = Path(config.output)
+
+    def on_epoch_end(epoch: int, row: dict) -> None:
+        if not _is_main():
+            return
+        model = _load_supernet(out)
+        row.update(epoch_fields(model, epoch, row))
+        rows = engine.dist_utils.read_metrics(out / "metrics.jsonl")
+        rows[-1].update(epoch_fields(model, epoch, row))
+        engine._write_jsonl(out / "metrics.jsonl", rows)
+
+    return engine.train(config, on_epoch_end=on_epoch_end)
+
+
+def _load_supernet(run_dir: Path) -> nn.Module:
+    """The supernet of an engine run, with the weights of its last checkpoint (the architecture parameters
+    of the model itself, not of an EMA)."""
+    from ..train import is_engine_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    if not is_engine_checkpoint(ckpt):
+        raise ValueError(f"{run_dir / 'last.pth'} is not a training checkpoint of this engine")
+    cfg = ckpt["config"]
+    model = _build(cfg["model"], num_classes=ckpt["num_classes"], **cfg.get("model_kwargs", {}))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _figure(spec, history, out: Path, reference=None) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        plt.switch_backend("agg")
+    fig = plot_search(spec, history=history, reference=reference, title=f"{spec.model}: direction probabilities")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[str] = None) -> dict:
+    """Train the supernet ``config.model`` with the engine (every option of ``config`` applies: resume, DDP,
+    AMP, ...), derive its top-``k`` directions into ``directions.json`` and ``search.png`` under
+    ``config.output``, then, with ``retrain_epochs`` > 0, train the searched model (``retrain_model``,
+    default :func:`searched_model_name`) with the same recipe for that many epochs. Returns (and writes
+    as ``search_summary.json``) both runs' summaries and the spec."""
+    check_supernet(config.model, config.model_kwargs)
+    n_candidates = len(supernet_candidates(_build(config.model, meta=True, **config.model_kwargs)))
+    if not 1 <= k <= n_candidates:
+        raise ValueError(f"--k {k}: a layer keeps 1 to {n_candidates} of its {n_candidates} candidates")
+    out = Path(config.output)
+    sup_cfg = dataclasses.replace(config, output=str(out / "supernet"))
+    sup = _train(sup_cfg, epoch_fields=log_probabilities)
+    spec = derive(_load_supernet(out / "supernet"), k=k, model_name=config.model)
+    result = {"supernet": config.model, "k": k, "directions": spec.directions, "supernet_summary": _brief(sup),
+              "spec": str(out / "directions.json"), "retrain_summary": None}
+    if _is_main():
+        spec.save(out / "directions.json")
+        _figure(spec, load_history(out / "supernet"), out / "search.png")
+        print(f"directions ({k} of {n_candidates} per layer) -> {out / 'directions.json'}, figure -> "
+              f"{out / 'search.png'}", flush=True)
+    if retrain_epochs and not sup["finished"]:
+        print("the supernet has not finished its epochs (--stop-after): continue it with --resume auto "
+              "before retraining", flush=True)
+    elif retrain_epochs:
+        target = retrain_model or searched_model_name(config.model)
+        kwargs = {**config.model_kwargs, "directions": [list(d) for d in spec.directions]}
+        re_cfg = dataclasses.replace(config, model=target, epochs=retrain_epochs, model_kwargs=kwargs,
+                                     output=str(out / "retrain"))
+        result["retrain_model"] = target
+        result["retrain_summary"] = _brief(_train(re_cfg))
+    if _is_main():
+        _write_json(out / "search_summary.json", result)
+        s, r = result["supernet_summary"], result["retrain_summary"]
+        line = f"supernet {config.model}: top-1 {_pct(s['last_top1'])} after {s['epochs']} epochs"
+        if r is not None:
+            line += f" | searched {result['retrain_model']}: top-1 {_pct(r['last_top1'])} after {r['epochs']} epochs"
+        print(line, flush=True)
+    return result
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def _brief(summary: dict) -> dict:
+    keys = ("model", "epochs", "finished", "params", "last_top1", "best_top1", "last_top5", "total_time",
+            "images_per_sec", "output")
+    return {k: summary.get(k) for k in keys}
+
+
+def derive_from_checkpoint(path: str | os.PathLike, supernet: Optional[str] = None, k: int = 4,
+                           model_kwargs: Optional[dict] = None):
+    """A DirectionSpec from a supernet checkpoint: one of this engine (``last.pth``: the supernet's name is in
+    it) or a state dict (ours or the original's, e.g. its search checkpoints; ``supernet`` names the model)."""
+    from ..models import read_state_dict
+    from ..models.directions import DirectionSpec
+    from ..train import is_engine_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if is_engine_checkpoint(ckpt):
+        supernet = supernet or ckpt["config"]["model"]
+        model_kwargs = {**ckpt["config"].get("model_kwargs", {}), **(model_kwargs or {})}
+        sd = ckpt["model"]
+    else:
+        if supernet is None:
+            raise ValueError(f"{path} does not say which model it holds: name its supernet (--supernet)")
+        sd = read_state_dict(path, trust_pickle=False)
+    try:
+        probs = probabilities_from_state_dict(sd)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    check_supernet(supernet, model_kwargs)
+    model = _build(supernet, meta=True, **(model_kwargs or {}))
+    cands = supernet_candidates(model)
+    n_layers = len(search_layers(model))
+    if tuple(probs.shape) != (n_layers, len(cands)):
+        raise ValueError(f"{path} has {probs.shape[0]} search layers of {probs.shape[1]} candidates; "
+                         f"{supernet} has {n_layers} of {len(cands)}: name the supernet it was trained as")
+    return DirectionSpec(directions=[list(d) for d in top_k_directions(probs, cands, k)], model=supernet,
+                         family=model_family(model), depth=int(probs.shape[0]), candidates=list(cands),
+                         probabilities=[[round(p, 6) for p in r] for r in probs.tolist()])
+
