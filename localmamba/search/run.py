@@ -45,19 +45,17 @@ def searched_model_name(supernet: str) -> str:
     return SUPERNETS.get(supernet, supernet.removesuffix("_search"))
 
 
-def _build(name: str, meta: bool = False, **kwargs) -> nn.Module:
+def _build(name: str, **kwargs) -> nn.Module:
     import timm
 
     from .. import models  # noqa: F401  (registers the families)
 
-    if meta:
-        with torch.device("meta"):
-            return timm.create_model(name, **kwargs)
     return timm.create_model(name, **kwargs)
 
 
-def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> None:
-    """A clear ValueError unless ``name`` is a registered supernet (a model whose layers are all search layers)."""
+def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> nn.Module:
+    """The supernet ``name`` built on the CPU (fresh weights); a clear ValueError unless ``name`` is a registered
+    supernet (a model whose layers are all search layers)."""
     import timm
 
     from .. import models  # noqa: F401
@@ -66,9 +64,11 @@ def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> None:
         close = difflib.get_close_matches(name, list(SUPERNETS) + timm.list_models("*local*"), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"unknown supernet {name!r}{hint} (supernets: {', '.join(SUPERNETS)})")
-    if not is_supernet(_build(name, meta=True, **(model_kwargs or {}))):
+    model = _build(name, **(model_kwargs or {}))
+    if not is_supernet(model):
         raise ValueError(f"{name!r} is not a supernet (its layers have fixed directions); search one of "
                          f"{', '.join(SUPERNETS)}")
+    return model
 
 
 def _is_main() -> bool:
@@ -111,13 +111,14 @@ def _train(config, epoch_fields=None) -> dict:
 def _load_supernet(run_dir: Path) -> nn.Module:
     """The supernet of an engine run, with the weights of its last checkpoint (the architecture parameters
     of the model itself, not of an EMA)."""
-    from ..train import is_engine_checkpoint, load_checkpoint
+    from .. import train as engine
 
-    ckpt = load_checkpoint(run_dir / "last.pth")
-    if not is_engine_checkpoint(ckpt):
+    ckpt = engine.load_checkpoint(run_dir / "last.pth")
+    if not engine.is_engine_checkpoint(ckpt):
         raise ValueError(f"{run_dir / 'last.pth'} is not a training checkpoint of this engine")
     cfg = ckpt["config"]
-    model = _build(cfg["model"], num_classes=ckpt["num_classes"], **cfg.get("model_kwargs", {}))
+    model = engine.create_model(cfg["model"], ckpt["num_classes"], drop_path=cfg.get("drop_path"),
+                                img_size=cfg.get("img_size"), **cfg.get("model_kwargs", {}))
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -139,8 +140,7 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
     ``config.output``, then, with ``retrain_epochs`` > 0, train the searched model (``retrain_model``,
     default :func:`searched_model_name`) with the same recipe for that many epochs. Returns (and writes
     as ``search_summary.json``) both runs' summaries and the spec."""
-    check_supernet(config.model, config.model_kwargs)
-    n_candidates = len(supernet_candidates(_build(config.model, meta=True, **config.model_kwargs)))
+    n_candidates = len(supernet_candidates(check_supernet(config.model, config.model_kwargs)))
     if not 1 <= k <= n_candidates:
         raise ValueError(f"--k {k}: a layer keeps 1 to {n_candidates} of its {n_candidates} candidates")
     out = Path(config.output)
@@ -205,8 +205,7 @@ def derive_from_checkpoint(path: str | os.PathLike, supernet: Optional[str] = No
         probs = probabilities_from_state_dict(sd)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    check_supernet(supernet, model_kwargs)
-    model = _build(supernet, meta=True, **(model_kwargs or {}))
+    model = check_supernet(supernet, model_kwargs)
     cands = supernet_candidates(model)
     n_layers = len(search_layers(model))
     if tuple(probs.shape) != (n_layers, len(cands)):
