@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
         return search(engine.parse_args(rest), k=known.k, retrain_epochs=known.retrain_epochs,
                       retrain_model=known.retrain_model)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
         raise SystemExit(2) from None
 
 

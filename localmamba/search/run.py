@@ -64,8 +64,8 @@ def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> nn.Module:
         close = difflib.get_close_matches(name, list(SUPERNETS) + timm.list_models("*local*"), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"unknown supernet {name!r}{hint} (supernets: {', '.join(SUPERNETS)})")
-    model = _build(name, **(model_kwargs or {}))
-    if not is_supernet(model):
+    model = None if name not in SUPERNETS and not name.endswith("_search") else _build(name, **(model_kwargs or {}))
+    if model is None or not is_supernet(model):
         raise ValueError(f"{name!r} is not a supernet (its layers have fixed directions); search one of "
                          f"{', '.join(SUPERNETS)}")
     return model
