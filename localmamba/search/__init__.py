@@ -7,8 +7,8 @@
 - :mod:`.run` and ``python -m localmamba.search``: the whole workflow on the training engine.
 """
 from .derive import derive, top_k_directions
-from .plots import PROBS_FIELD, load_history, plot_search
+from .plots import PROBS_FIELD, load_history, plot_directions, plot_search
 from .supernet import architecture_parameters, candidates, is_supernet, probabilities, search_layers
 
-__all__ = ["derive", "top_k_directions", "plot_search", "load_history", "PROBS_FIELD", "probabilities",
+__all__ = ["derive", "top_k_directions", "plot_search", "plot_directions", "load_history", "PROBS_FIELD", "probabilities",
            "candidates", "architecture_parameters", "search_layers", "is_supernet"]

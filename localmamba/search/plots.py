@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PROBS_FIELD", "load_history", "plot_search"]
+__all__ = ["PROBS_FIELD", "load_history", "plot_search", "plot_directions"]
 
 #: the metrics.jsonl field (one list of K probabilities per layer) that a search run logs every epoch
 PROBS_FIELD = "direction_probs"
@@ -108,4 +108,39 @@ def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=N
         figs[1].supylabel("probability (gray: uniform 1/K)", fontsize=8)
         figs[1].legend(loc="outside lower center", ncols=min(K, 8), fontsize=7, frameon=False)
         figs[1].suptitle("over training (solid: chosen)", fontsize=9)
+    return fig
+
+
+def plot_directions(sets: dict, candidates: Sequence[str] | None = None, layer_label: str = "layer"):
+    """Direction sets side by side, one panel per entry of ``sets`` (name -> one list of directions per
+    layer), each a layers x candidates grid with the chosen cells filled and, on the right, the number of
+    windowed (local) directions in each layer. ``candidates`` (the columns) default per panel to h, v and
+    the window sizes the panel uses, each with its flip."""
+    import matplotlib.pyplot as plt
+
+    from ..scan import parse_direction
+
+    sets = {name: [list(d) for d in ds] for name, ds in sets.items()}
+
+    def columns(ds) -> list[str]:  # h, v and every window size the panel uses (w2 at least), each with its flip
+        windows = sorted({2} | {parse_direction(d).window for layer in ds for d in layer if parse_direction(d).window})
+        return ["h", "h_flip", "v", "v_flip"] + [f"w{k}{f}" for k in windows for f in ("", "_flip")]
+
+    width = max(len(candidates or columns(ds)) for ds in sets.values())
+    depth = max(len(ds) for ds in sets.values())
+    fig, axes = plt.subplots(1, len(sets), figsize=(1.2 + (0.4 * width + 1.3) * len(sets), 1.4 + 0.26 * depth),
+                             squeeze=False, layout="constrained")
+    for ax, (name, ds) in zip(axes[0], sets.items()):
+        cands = list(candidates or columns(ds))
+        grid = np.zeros((len(ds), len(cands)))
+        for i, j in _cells(ds, cands):
+            grid[i, j] = 1
+        ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.6, aspect="auto")
+        ax.set_xticks(range(len(cands)), cands, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(ds)), [str(i) for i in range(len(ds))], fontsize=7)
+        ax.set_ylabel(layer_label, fontsize=8)
+        local = [sum(parse_direction(d).kind == "w" for d in layer) for layer in ds]
+        for i, n in enumerate(local):
+            ax.text(len(cands) - 0.3, i, str(n), va="center", fontsize=7, color="C3")
+        ax.set_title(f"{name}\n{sum(local)} of {sum(len(x) for x in ds)} local (red: per layer)", fontsize=8)
     return fig
