@@ -90,7 +90,7 @@ def _derive_only(known, rest) -> dict:
     except ValueError:
         history = None
     _figure(spec, history, out / "search.png")
-    print(f"{spec.model}: {known.k} directions per layer -> {out / 'directions.json'}, figure -> {out / 'search.png'}")
+    print(f"{spec.model}: {known.k} directions per layer -> {out / 'directions.json'}")
     for i, d in enumerate(spec.directions):
         print(f"  layer {i:2d}: {', '.join(d)}")
     return {"directions": spec.directions, "spec": str(out / "directions.json")}

@@ -124,14 +124,19 @@ def _load_supernet(run_dir: Path) -> nn.Module:
 
 
 def _figure(spec, history, out: Path, reference=None) -> None:
-    import matplotlib
-    import matplotlib.pyplot as plt
+    try:
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError:  # a training machine without the notebooks extra: the spec and metrics hold the data
+        print(f"matplotlib is not installed: no {out.name} (pip install matplotlib, then --from-checkpoint)")
+        return
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         plt.switch_backend("agg")
     fig = plot_search(spec, history=history, reference=reference, title=f"{spec.model}: direction probabilities")
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    print(f"figure -> {out}", flush=True)
 
 
 def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[str] = None) -> dict:
@@ -152,8 +157,7 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
     if _is_main():
         spec.save(out / "directions.json")
         _figure(spec, load_history(out / "supernet"), out / "search.png")
-        print(f"directions ({k} of {n_candidates} per layer) -> {out / 'directions.json'}, figure -> "
-              f"{out / 'search.png'}", flush=True)
+        print(f"directions ({k} of {n_candidates} per layer) -> {out / 'directions.json'}", flush=True)
     if retrain_epochs and not sup["finished"]:
         print("the supernet has not finished its epochs (--stop-after): continue it with --resume auto "
               "before retraining", flush=True)
