@@ -2,8 +2,10 @@
 from . import local_vim, local_vmamba
 from ._common import compile_model
 from ._loading import CheckpointError, describe_state_dict, model_from_arch, read_state_dict
+from .directions import CANDIDATES, CIFAR_CANDIDATES, DirectionSpec, DirectionSpecError, resolve_directions
 from .local_vim import LocalVim
 from .local_vmamba import LocalVMamba
 
 __all__ = ["LocalVim", "LocalVMamba", "compile_model", "CheckpointError", "describe_state_dict", "model_from_arch",
-           "read_state_dict"]
+           "read_state_dict", "CANDIDATES", "CIFAR_CANDIDATES", "DirectionSpec", "DirectionSpecError",
+           "resolve_directions"]

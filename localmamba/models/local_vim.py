@@ -24,14 +24,18 @@ from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
 from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
 from ._loading import register_variant
+from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VIM_CIFAR_DIRECTIONS, LOCAL_VIM_DIRECTIONS,
+                         LOCAL_VIM_SMALL_DIRECTIONS, VIM_DIRECTIONS, Directions, resolve_directions)
 
 __all__ = ["LocalVim", "checkpoint_filter_fn"]
 
-Directions = Sequence[Sequence[str] | None] | None
-
 
 class LocalVim(Backbone):
-    """Plain LocalMamba model. ``directions``: one tuple per layer; None (or a None entry) is a search layer."""
+    """Plain LocalMamba model.
+
+    ``directions``: one list of names per layer, a :class:`~localmamba.models.DirectionSpec` or the path
+    of a spec file; None (or a None entry) is a search layer over ``candidates`` (default: the original 8).
+    """
 
     norm_attr = "norm_f"
 
@@ -44,6 +48,7 @@ class LocalVim(Backbone):
         embed_dim: int = 192,
         depth: int = 20,
         directions: Directions = None,
+        candidates: Sequence[str] | None = None,
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
@@ -63,10 +68,8 @@ class LocalVim(Backbone):
             raise ValueError(f"cls_token must be 'none' or 'middle', got {cls_token!r}")
         if rope and cls_token != "none":
             raise ValueError("RoPE with a class token is not supported (the original never combines them)")
-        if directions is None:
-            directions = [None] * depth
-        if len(directions) != depth:
-            raise ValueError(f"need one direction set per layer: got {len(directions)} for depth {depth}")
+        directions = resolve_directions(directions, "local_vim", depth) or [None] * depth
+        self.candidates = tuple(CANDIDATES if candidates is None else candidates)
         self.num_classes = num_classes
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.patch_size = patch_size
@@ -90,8 +93,9 @@ class LocalVim(Backbone):
 
         dpr = [0.0] + torch.linspace(0, drop_path_rate, depth).tolist()  # the original shifts by one
         self.layers = nn.ModuleList([
-            MambaBlock(embed_dim, MultiDirectionMamba(embed_dim, self.directions[i], d_state=d_state,
-                                                      d_conv=d_conv, expand=expand, dt_init="vim"),
+            MambaBlock(embed_dim, MultiDirectionMamba(embed_dim, self.directions[i] or self.candidates,
+                                                      d_state=d_state, d_conv=d_conv, expand=expand, dt_init="vim",
+                                                      search=self.directions[i] is None),
                        drop_path=dpr[i])
             for i in range(depth)
         ])
@@ -284,28 +288,10 @@ default_cfgs = generate_default_cfgs({
     "vim_tiny": cfg(),
     "vim_small": cfg(),
     "local_vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
+    "local_vim_tiny_cifar_search": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
     "test_local_vim": cfg(**SMALL_INPUT),
     "vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
 })
-
-#: Per-layer directions of LocalVim-T/S, found by the original search (shared by both sizes).
-LOCAL_VIM_DIRECTIONS = (
-    ("h", "v_flip", "w7", "w7_flip"), ("h_flip", "w2_flip", "w7", "w7_flip"), ("h", "h_flip", "v", "w7"),
-    ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"),
-    ("h_flip", "v", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2_flip"), ("h", "h_flip", "v", "v_flip"),
-    ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w2"), ("h", "v", "v_flip", "w2_flip"),
-    ("h", "h_flip", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2"), ("h", "h_flip", "v", "v_flip"),
-    ("h", "v", "w2", "w2_flip"), ("v", "v_flip", "w2", "w7"), ("h", "h_flip", "v", "w2"),
-    ("h", "h_flip", "w2_flip", "w7"), ("v", "v_flip", "w2", "w2_flip"),
-)
-
-#: local_vim_small as the original registry ends up with it: its file defines ``local_vim_small``
-#: twice and the second definition, (h, h_flip, w2, w2_flip) in every layer, wins.
-LOCAL_VIM_SMALL_DIRECTIONS = (("h", "h_flip", "w2", "w2_flip"),) * 20
-
-#: LocalVim-T's searched directions with w7 (half of a 14x14 grid) mapped to w4 (half of 8x8), first 12 layers.
-LOCAL_VIM_CIFAR_DIRECTIONS = tuple(tuple(d.replace("w7", "w4") for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:12])
-
 
 def _entry(name: str, **arch):
     """Register a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at
@@ -313,7 +299,8 @@ def _entry(name: str, **arch):
     return register_variant(
         name, LocalVim, checkpoint_filter_fn, __name__,
         dict(family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
-             directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
+             directions=len(arch.get("candidates") or CANDIDATES) if arch.get("directions") is None
+             else len(arch["directions"][0]),
              search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none",
              stem="patch" if arch.get("stem", "patch") == "patch" else
              f"{arch.get('stem_depth', 1) * (1 + int(math.log2(arch['patch_size'])))} convs"),
@@ -326,14 +313,18 @@ local_vim_tiny_middle_cls_token = _entry("local_vim_tiny_middle_cls_token", embe
                                          directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
 local_vim_small = _entry("local_vim_small", embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
 local_vim_tiny_search = _entry("local_vim_tiny_search", embed_dim=128, depth=20, directions=None)
-vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(("h", "h_flip"),) * 20)
-vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(("h", "h_flip"),) * 20)
+vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(VIM_DIRECTIONS,) * 20)
 # CIFAR: a conv stem to an 8x8 token grid (see layers.stem), 12 layers, the first 12 searched direction
 # sets with 4x4 windows in place of 7x7; the Vim-style twin differs in its directions alone
 local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
                               num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
+# its supernet: the same geometry, every layer searching the 8 candidates with w7 made w4
+local_vim_tiny_cifar_search = _entry("local_vim_tiny_cifar_search", img_size=32, patch_size=4, stem="conv",
+                                     embed_dim=192, depth=12, num_classes=10, directions=None,
+                                     candidates=CIFAR_CANDIDATES, pt_hw_seq_len=8)
 # tiny variants for tests and CPU demos (timm's ``test_*`` convention)
 test_local_vim = _entry("test_local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10,
                         directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")), pt_hw_seq_len=4)
 vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
-                        num_classes=10, directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)
+                        num_classes=10, directions=(VIM_DIRECTIONS,) * 12, pt_hw_seq_len=8)

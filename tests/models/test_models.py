@@ -154,9 +154,9 @@ def test_search_supernet_weights():
 def test_bad_configuration_errors():
     with pytest.raises(ValueError, match="valid are"):
         timm.create_model("test_local_vim", directions=(("h", "q"), ("h",)))
-    with pytest.raises(ValueError, match="one direction set per layer"):
+    with pytest.raises(ValueError, match=r"depth 20 but the local_vim model has depth 3 \(3 layers\)"):
         timm.create_model("local_vim_tiny", depth=3)
-    with pytest.raises(ValueError, match="one direction set per block"):
+    with pytest.raises(ValueError, match=r"depth 15 but the local_vmamba model has depth 4 \(4 blocks\)"):
         timm.create_model("local_vssm_tiny", depths=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="stem must be"):
         timm.create_model("test_local_vim", stem="convs")
