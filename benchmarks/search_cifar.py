@@ -50,11 +50,12 @@ sys.path.insert(0, str(REPO))
 
 from localmamba import train as engine  # noqa: E402
 from localmamba.distributed import read_metrics  # noqa: E402
+from localmamba.models.directions import CIFAR_CANDIDATES as CANDIDATES  # noqa: E402
+from localmamba.models.directions import LOCAL_VIM_CIFAR_DIRECTIONS  # noqa: E402
 from localmamba.search import run as search_run  # noqa: E402
 from localmamba.search.plots import PROBS_FIELD  # noqa: E402
 
 SUPERNET = "local_vim_tiny_cifar_search"
-CANDIDATES = ("h", "h_flip", "v", "v_flip", "w2", "w2_flip", "w4", "w4_flip")
 #: the four trained variants, in the order they run: (model, how its directions are chosen)
 VARIANTS = {"searched": "local_vim_tiny_cifar", "random": "local_vim_tiny_cifar",
             "paper": "local_vim_tiny_cifar", "vim": "vim_tiny_cifar"}
@@ -68,9 +69,7 @@ def random_directions(depth: int, k: int, seed: int) -> list[list[str]]:
 
 
 def paper_directions() -> list[list[str]]:
-    from localmamba.models import local_vim
-
-    return [list(d) for d in local_vim.LOCAL_VIM_CIFAR_DIRECTIONS]
+    return [list(d) for d in LOCAL_VIM_CIFAR_DIRECTIONS]
 
 
 # ------------------------------------------------------------------------------------------------------

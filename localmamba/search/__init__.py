@@ -6,9 +6,10 @@
 - :mod:`.plots`: :func:`plot_search` (layers x candidates heatmap, probabilities over epochs);
 - :mod:`.run` and ``python -m localmamba.search``: the whole workflow on the training engine.
 """
+from ..models.directions import CANDIDATES, CIFAR_CANDIDATES, DirectionSpec, DirectionSpecError
 from .derive import derive, top_k_directions
 from .plots import PROBS_FIELD, load_history, plot_directions, plot_search
 from .supernet import architecture_parameters, candidates, is_supernet, probabilities, search_layers
 
-__all__ = ["derive", "top_k_directions", "plot_search", "plot_directions", "load_history", "PROBS_FIELD", "probabilities",
+__all__ = ["DirectionSpec", "DirectionSpecError", "CANDIDATES", "CIFAR_CANDIDATES", "derive", "top_k_directions", "plot_search", "plot_directions", "load_history", "PROBS_FIELD", "probabilities",
            "candidates", "architecture_parameters", "search_layers", "is_supernet"]

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..models.directions import DirectionSpec
 from .supernet import candidates as supernet_candidates
 from .supernet import family as model_family
 from .supernet import probabilities as supernet_probabilities
@@ -49,8 +50,6 @@ def derive(model: nn.Module, k: int = 4, model_name: str | None = None):
     order unspecified; and the result is a file a model can be built from, not printed lists.
     ``model_name`` is recorded as the spec's source (default: the model's timm name).
     """
-    from ..models.directions import DirectionSpec
-
     cands = supernet_candidates(model)
     probs = supernet_probabilities(model)
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__

@@ -7,8 +7,8 @@ import torch
 from localmamba.search import PROBS_FIELD
 from localmamba.search.__main__ import main
 
-SUPERNET = "local_vim_tiny_search"
-TINY = ["--img-size", "32", "--model-kwargs", json.dumps({"depth": 2, "embed_dim": 16, "patch_size": 8})]
+SUPERNET = "local_vim_tiny_cifar_search"
+TINY = ["--model-kwargs", json.dumps({"depth": 2, "embed_dim": 16})]
 FAST = ["--dataset", "fake", "--fake-train-size", "32", "--fake-val-size", "16", "--batch-size", "8",
         "--max-steps-per-epoch", "2", "--warmup-epochs", "0", "--lr", "1e-2", "--lr-base-size", "0",
         "--no-progress", "--device", "cpu", "--workers", "0", *TINY]
@@ -18,8 +18,7 @@ FAST = ["--dataset", "fake", "--fake-train-size", "32", "--fake-val-size", "16",
 def run(tmp_path_factory):
     """A search of 2 epochs, stopped after the first and resumed, then 1 epoch of the searched model."""
     out = tmp_path_factory.mktemp("search")
-    common = ["--supernet", SUPERNET, *FAST, "--epochs", "2", "--output", str(out), "--retrain-epochs", "1",
-              "--retrain-model", "local_vim_tiny"]
+    common = ["--supernet", SUPERNET, *FAST, "--epochs", "2", "--output", str(out), "--retrain-epochs", "1"]
     main(common + ["--stop-after", "1"])
     result = main(common + ["--resume", "auto"])
     return out, result
@@ -38,7 +37,7 @@ def test_writes_spec_figure_and_both_accuracies(run):
     assert summary["retrain_summary"]["epochs"] == 1 and summary["retrain_summary"]["last_top1"] is not None
     # the retrained model scanned the derived directions
     ckpt = torch.load(out / "retrain" / "last.pth", weights_only=True)
-    assert ckpt["config"]["model"] == "local_vim_tiny"
+    assert ckpt["config"]["model"] == "local_vim_tiny_cifar"  # the supernet's non-search model
     assert [list(d) for d in ckpt["config"]["model_kwargs"]["directions"]] == [list(d) for d in spec.directions]
 
 
@@ -62,8 +61,9 @@ def test_from_checkpoint_derives_the_same_directions(run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--supernet", "local_vim_tiny_serch"], "unknown supernet 'local_vim_tiny_serch'; did you mean local_vim_tiny_search"),
-    (["--supernet", "local_vim_tiny"], "'local_vim_tiny' is not a supernet"),
+    (["--supernet", "local_vim_tiny_cifar_serch"], "unknown supernet 'local_vim_tiny_cifar_serch'; did you mean "
+                                                    "local_vim_tiny_cifar_search"),
+    (["--supernet", "local_vim_tiny_cifar"], "'local_vim_tiny_cifar' is not a supernet"),
     (["--supernet", SUPERNET, "--k", "9"], "--k 9"),
 ])
 def test_bad_supernet_is_one_line(args, message, tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_architecture_parameters_receive_gradients():
     from localmamba.search import architecture_parameters
 
     torch.manual_seed(0)
-    model = timm.create_model(SUPERNET, img_size=32, depth=2, embed_dim=16, patch_size=8, num_classes=10)
+    model = timm.create_model(SUPERNET, depth=2, embed_dim=16)
     model(torch.randn(4, 3, 32, 32)).logsumexp(-1).mean().backward()
     grads = [p.grad for p in architecture_parameters(model)]
     assert len(grads) == 2 and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
