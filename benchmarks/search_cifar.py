@@ -131,7 +131,7 @@ def markdown(data: dict, out: Path) -> str:
         lines.append(f"| {r['variant']} | {r['model']} | {_local(r.get('directions'))} | {r['seed']} | "
                      f"{now.get('epochs_done', 0)}/{r['epochs']} | {_fmt(now.get('top1'))} | {_fmt(now.get('best_top1'))} | "
                      f"{_fmt(now.get('images_per_sec'), '.0f')} | {_fmt(now.get('train_s'), '.0f')} | "
-                     f"{'' if r.get('cuda_graph') else 'eager; '}{r.get('note', '')} |")
+                     f"{'; '.join(x for x in (r.get('mode', ''), r.get('note', '')) if x)} |")
     diffs = []
     for key, r in data["runs"].items():
         if r["variant"] == "searched":
@@ -391,7 +391,8 @@ def main(argv=None) -> None:
             need = (overhead + epochs * per_epoch[cls]) * factor
             res.data["runs"][key] = {"variant": variant, "model": model, "seed": seed, "epochs": epochs,
                                      "directions": sets[variant],
-                                     "cuda_graph": graph[cls]}
+                                     "cuda_graph": graph[cls],
+                                     "mode": "" if device.type != "cuda" or graph[cls] else "eager (no CUDA graph)"}
             if args.epochs is None and need > left():
                 res.data["runs"][key].update(status="skipped", note=f"skipped: needs ~{need:.0f} s, {left():.0f} s left")
                 res.save()

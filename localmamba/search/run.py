@@ -156,8 +156,8 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
               "spec": str(out / "directions.json"), "retrain_summary": None}
     if _is_main():
         spec.save(out / "directions.json")
-        _figure(spec, load_history(out / "supernet"), out / "search.png")
         print(f"directions ({k} of {n_candidates} per layer) -> {out / 'directions.json'}", flush=True)
+        _figure(spec, load_history(out / "supernet"), out / "search.png")
     if retrain_epochs and not sup["finished"]:
         print("the supernet has not finished its epochs (--stop-after): continue it with --resume auto "
               "before retraining", flush=True)
