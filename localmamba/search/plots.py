@@ -62,23 +62,26 @@ def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=N
         raise ValueError(f"{K} probability columns for {len(candidates)} candidates {tuple(candidates)}")
 
     n_hist = 0 if history is None else 1
-    fig = plt.figure(figsize=(4 + 0.45 * K + 7 * n_hist, 1.2 + 0.32 * L), layout="constrained")
+    fig = plt.figure(figsize=(4 + 0.45 * K + 7 * n_hist, max(3.4, 1.4 + 0.32 * L)), layout="constrained")
     figs = fig.subfigures(1, 1 + n_hist, width_ratios=[4 + 0.45 * K] + [7] * n_hist) if n_hist else [fig]
     ax = figs[0].subplots()
-    im = ax.imshow(probs, cmap="viridis", vmin=0, vmax=max(probs.max(), 1e-9), aspect="auto")
+    # colours diverge from the uniform 1/K where the search starts: red above it, blue below, white at it
+    spread = max(float(np.abs(probs - 1 / K).max()), 1e-6)
+    im = ax.imshow(probs, cmap="RdBu_r", vmin=1 / K - spread, vmax=1 / K + spread, aspect="auto")
     ax.set_xticks(range(K), candidates, rotation=45, ha="right")
     ax.set_yticks(range(L), [str(i) for i in range(L)])
     ax.set_ylabel(layer_label)
     if L * K <= 400:
+        fmt = ".3f" if spread < 0.05 else ".2f"
         for i in range(L):
             for j in range(K):
-                ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if probs[i, j] > 0.6 * probs.max() else "white")
+                ax.text(j, i, format(probs[i, j], fmt), ha="center", va="center", fontsize=6,
+                        color="white" if abs(probs[i, j] - 1 / K) > 0.6 * spread else "black")
     for i, j in _cells(chosen or [], candidates):
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
     for i, j in _cells(reference or [], candidates):
         ax.plot(j + 0.32, i - 0.28, "o", color="white", markeredgecolor="black", markersize=4)
-    figs[0].colorbar(im, ax=ax, shrink=0.8, label="probability")
+    figs[0].colorbar(im, ax=ax, shrink=0.8, label=f"probability (white: uniform 1/{K})")
     legend = ("framed: chosen" if chosen else "") + ("; dot: reference" if reference else "")
     ax.set_title((title or "direction probabilities") + (f"\n{legend.strip('; ')}" if legend else ""), fontsize=9)
 
@@ -91,12 +94,13 @@ def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=N
         rows = math.ceil(L / cols)
         axes = np.atleast_1d(figs[1].subplots(rows, cols, sharex=True, sharey=True)).ravel()
         picked = set(_cells(chosen or [], candidates))
-        colors = plt.get_cmap("tab10")
+        palette = [plt.get_cmap("tab10")(c) for c in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # no gray: that is the 1/K line
+        colors = lambda j: palette[j % len(palette)]  # noqa: E731
         for i in range(L):
             a = axes[i]
             for j in range(K):
                 solid = (i, j) in picked or not picked
-                a.plot(epochs, h[:, i, j], color=colors(j % 10), lw=1.4 if solid else 0.8,
+                a.plot(epochs, h[:, i, j], color=colors(j), lw=1.4 if solid else 0.8,
                        ls="-" if solid else ":", label=candidates[j] if i == 0 else None)
             a.axhline(1 / K, color="gray", lw=0.5)
             a.set_title(f"{layer_label} {i}", fontsize=8)
