@@ -12,18 +12,18 @@ same), a final Add -> RMSNorm, mean pooling (or the middle class token) and a li
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, PatchEmbed, trunc_normal_
-from timm.models import generate_default_cfgs
-from ._compat import feature_take_indices
+from timm.layers import DropPath, PatchEmbed, to_2tuple, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
-from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
-from ._loading import register_variant
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights
 from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VIM_CIFAR_DIRECTIONS, LOCAL_VIM_DIRECTIONS,
                          LOCAL_VIM_SMALL_DIRECTIONS, VIM_DIRECTIONS, Directions, resolve_directions)
 
@@ -82,7 +82,13 @@ class LocalVim(Backbone):
         else:
             self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                           embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
-        self.grid_size = tuple(self.patch_embed.grid_size)
+        # the grid the forward really uses: an image size that is not a multiple of the patch is zero-padded
+        self.grid_size = tuple(self.patch_embed.dynamic_feat_size(to_2tuple(img_size)))
+        padded = tuple(g * patch_size for g in self.grid_size)
+        if padded != to_2tuple(img_size):
+            warnings.warn(f"img_size {to_2tuple(img_size)} is not a multiple of patch_size {patch_size}: images are "
+                          f"zero-padded to {padded}, grid_size {self.grid_size}; pass "
+                          f"img_size={padded[0] if padded[0] == padded[1] else padded} to silence this", stacklevel=2)
         n = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = 1 if cls_token == "middle" else 0
         if cls_token == "middle":
@@ -293,38 +299,85 @@ default_cfgs = generate_default_cfgs({
     "vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
 })
 
-def _entry(name: str, **arch):
-    """Register a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at
-    depth 20, as the original detection backbone)."""
-    return register_variant(
-        name, LocalVim, checkpoint_filter_fn, __name__,
-        dict(family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
-             directions=len(arch.get("candidates") or CANDIDATES) if arch.get("directions") is None
-             else len(arch["directions"][0]),
-             search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none",
-             stem="patch" if arch.get("stem", "patch") == "patch" else
-             f"{arch.get('stem_depth', 1) * (1 + int(math.log2(arch['patch_size'])))} convs"),
-        lambda kw: tuple(sorted({max(0, round(kw.get("depth", 20) * k / 4) - 1) for k in (1, 2, 3, 4)})),
-        **arch)
+def _create_local_vim(variant: str, pretrained: bool = False, **kwargs) -> LocalVim:
+    """Build a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at depth 20,
+    as the original detection backbone)."""
+    depth = kwargs.get("depth", 20)
+    out_indices = sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})
+    return build(LocalVim, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
-local_vim_tiny = _entry("local_vim_tiny", embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)
-local_vim_tiny_middle_cls_token = _entry("local_vim_tiny_middle_cls_token", embed_dim=192, depth=20,
-                                         directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
-local_vim_small = _entry("local_vim_small", embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
-local_vim_tiny_search = _entry("local_vim_tiny_search", embed_dim=128, depth=20, directions=None)
-vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(VIM_DIRECTIONS,) * 20)
-vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+@register_model
+def local_vim_tiny(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T: width 192, 20 layers, the original search's directions."""
+    model_args = dict(embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)
+    return _create_local_vim("local_vim_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_tiny_middle_cls_token(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T with a class token in the middle of the sequence and no RoPE (the original's 77.8% model)."""
+    model_args = dict(embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
+    return _create_local_vim("local_vim_tiny_middle_cls_token", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_small(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-S: width 384, 20 layers, the directions the original registry ends up with."""
+    model_args = dict(embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
+    return _create_local_vim("local_vim_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_tiny_search(pretrained: bool = False, **kwargs) -> LocalVim:
+    """The original LocalVim supernet: width 128, 20 layers, each searching the 8 candidates."""
+    model_args = dict(embed_dim=128, depth=20, directions=None)
+    return _create_local_vim("local_vim_tiny_search", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_tiny(pretrained: bool = False, **kwargs) -> LocalVim:
+    """Vim-T's twin: LocalVim-T with Vim's two global scans in every layer."""
+    model_args = dict(embed_dim=192, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+    return _create_local_vim("vim_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_small(pretrained: bool = False, **kwargs) -> LocalVim:
+    """Vim-S's twin: LocalVim-S with Vim's two global scans in every layer."""
+    model_args = dict(embed_dim=384, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+    return _create_local_vim("vim_small", pretrained, **dict(model_args, **kwargs))
+
+
 # CIFAR: a conv stem to an 8x8 token grid (see layers.stem), 12 layers, the first 12 searched direction
 # sets with 4x4 windows in place of 7x7; the Vim-style twin differs in its directions alone
-local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
-                              num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
-# its supernet: the same geometry, every layer searching the 8 candidates with w7 made w4
-local_vim_tiny_cifar_search = _entry("local_vim_tiny_cifar_search", img_size=32, patch_size=4, stem="conv",
-                                     embed_dim=192, depth=12, num_classes=10, directions=None,
-                                     candidates=CIFAR_CANDIDATES, pt_hw_seq_len=8)
-# tiny variants for tests and CPU demos (timm's ``test_*`` convention)
-test_local_vim = _entry("test_local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10,
-                        directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")), pt_hw_seq_len=4)
-vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
-                        num_classes=10, directions=(VIM_DIRECTIONS,) * 12, pt_hw_seq_len=8)
+_CIFAR = dict(img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12, num_classes=10, pt_hw_seq_len=8)
+
+
+@register_model
+def local_vim_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T for 32x32 images: conv stem, 12 layers, the searched directions with w7 made w4."""
+    model_args = dict(_CIFAR, directions=LOCAL_VIM_CIFAR_DIRECTIONS)
+    return _create_local_vim("local_vim_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_tiny_cifar_search(pretrained: bool = False, **kwargs) -> LocalVim:
+    """The supernet of local_vim_tiny_cifar: its geometry, every layer searching the 8 candidates (w7 made w4)."""
+    model_args = dict(_CIFAR, directions=None, candidates=CIFAR_CANDIDATES)
+    return _create_local_vim("local_vim_tiny_cifar_search", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVim:
+    """local_vim_tiny_cifar with Vim's two global scans in every layer."""
+    model_args = dict(_CIFAR, directions=(VIM_DIRECTIONS,) * 12)
+    return _create_local_vim("vim_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_local_vim(pretrained: bool = False, **kwargs) -> LocalVim:
+    """A tiny LocalVim for tests and CPU demos (timm's ``test_*`` convention)."""
+    model_args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10, pt_hw_seq_len=4,
+                      directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")))
+    return _create_local_vim("test_local_vim", pretrained, **dict(model_args, **kwargs))
