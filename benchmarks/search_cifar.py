@@ -48,12 +48,14 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from localmamba import train as engine  # noqa: E402
-from localmamba.distributed import read_metrics  # noqa: E402
+from localmamba.engine import train as engine  # noqa: E402
+from localmamba.engine.config import Config, load_config_file  # noqa: E402
+from localmamba.engine.cuda_graphs import graph_for_training  # noqa: E402
+from localmamba.engine.distributed import read_metrics, resolve_device  # noqa: E402
+from localmamba.engine.model import create_model  # noqa: E402
 from localmamba.models.directions import CIFAR_CANDIDATES as CANDIDATES  # noqa: E402
 from localmamba.models.directions import LOCAL_VIM_CIFAR_DIRECTIONS  # noqa: E402
 from localmamba.search import run as search_run  # noqa: E402
-from localmamba.search.plots import PROBS_FIELD  # noqa: E402
 
 SUPERNET = "local_vim_tiny_cifar_search"
 #: the four trained variants, in the order they run: (model, how its directions are chosen)
@@ -163,12 +165,10 @@ def _sync(device: torch.device) -> None:
 def probe(name: str, kwargs: dict, cfg, device: torch.device, steps: int) -> dict:
     """Images/s of training steps (forward, backward, AdamW) of ``name`` with the run's batch, autocast and
     CUDA-graph setting; a failing graph capture is reported and the model timed eagerly."""
-    from localmamba.cuda_graphs import graph_for_training
-
     result = {"cuda_graph": bool(cfg.cuda_graph)}
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    model = engine.create_model(name, 10, drop_path=cfg.drop_path, **kwargs).to(device).train()
+    model = create_model(name, 10, drop_path=cfg.drop_path, **kwargs).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if device.type == "cuda" else {}))
     x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
@@ -183,7 +183,7 @@ def probe(name: str, kwargs: dict, cfg, device: torch.device, steps: int) -> dic
             gc.collect()
             torch.cuda.empty_cache()
             torch.manual_seed(0)
-            model = fwd = engine.create_model(name, 10, drop_path=cfg.drop_path, **kwargs).to(device).train()
+            model = fwd = create_model(name, 10, drop_path=cfg.drop_path, **kwargs).to(device).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if device.type == "cuda" else {}))
 
     def step():
@@ -221,8 +221,8 @@ def fit_epochs(seconds: float, per_epoch: float, overhead: float, cap: int = 100
 # ------------------------------------------------------------------------------------------------------
 # the experiment
 # ------------------------------------------------------------------------------------------------------
-def base_config(args) -> "engine.Config":
-    values = engine.load_config_file(args.config)
+def base_config(args) -> Config:
+    values = load_config_file(args.config)
     values.update(model_kwargs={**values.get("model_kwargs", {}), **args.model_kwargs, "backend": args.backend},
                   device=args.device, progress=False, resume=None)
     if args.fake:
@@ -230,8 +230,8 @@ def base_config(args) -> "engine.Config":
     else:
         values.update(data_dir=args.data)
     values.update(args.override)
-    cfg = engine.Config(**values)
-    device = engine.dist_utils.resolve_device(cfg.device)
+    cfg = Config(**values)
+    device = resolve_device(cfg.device)
     cuda_graph = device.type == "cuda" if args.cuda_graph is None else args.cuda_graph
     return dataclasses.replace(cfg, cuda_graph=cuda_graph, device=str(device))
 

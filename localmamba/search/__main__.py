@@ -20,15 +20,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import train as engine
-from ..models import CheckpointError
+from ..engine import config as engine_config
+from ..engine.cli import run_command
+from ..engine.config import ConfigError
+from ..models.directions import DirectionSpecError
 
-#: errors that are the user's input, not a bug: printed as one line, exit status 2
-USER_ERRORS = (ValueError, CheckpointError, FileNotFoundError)
+PROG = "python -m localmamba.search"
 
 
 def search_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m localmamba.search", add_help=False,
+    p = argparse.ArgumentParser(prog=PROG, add_help=False,
                                 description="Direction search: train a supernet, derive each layer's top-k "
                                             "directions, optionally train the searched model.")
     g = p.add_argument_group("search (the training options below apply to the supernet and the retrained model)")
@@ -44,11 +45,17 @@ def search_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
+    """The command: expected errors (an unknown supernet, a checkpoint that is not a supernet's, a bad spec)
+    as one line on stderr and exit status 2, as the engine's commands."""
+    return run_command(_main, PROG, argv)
+
+
+def _main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     sp = search_parser()
     if "-h" in argv or "--help" in argv:
         print(sp.format_help())
-        print(engine.build_parser().format_help().split("\n\n", 1)[1])
+        print(engine_config.build_parser().format_help().split("\n\n", 1)[1])
         raise SystemExit(0)
     known, rest = sp.parse_known_args(argv)
     try:
@@ -58,15 +65,14 @@ def main(argv=None) -> dict:
             rest += ["--model", known.supernet]
         elif "--config" not in rest and not any(a.startswith("--config=") for a in rest):
             sp.error("--supernet NAME is required (e.g. local_vim_tiny_cifar_search)")
-        if known.k < 1 or known.retrain_epochs < 0:
-            sp.error("--k must be >= 1 and --retrain-epochs >= 0")
+        if known.retrain_epochs < 0:
+            sp.error("--retrain-epochs must be >= 0")
         from .run import search
 
-        return search(engine.parse_args(rest), k=known.k, retrain_epochs=known.retrain_epochs,
+        return search(engine_config.parse_args(rest), k=known.k, retrain_epochs=known.retrain_epochs,
                       retrain_model=known.retrain_model)
-    except USER_ERRORS as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the message holds
-        raise SystemExit(2) from None
+    except DirectionSpecError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _derive_only(known, rest) -> dict:
@@ -75,7 +81,7 @@ def _derive_only(known, rest) -> dict:
     from .plots import load_history
     from .run import _figure, derive_from_checkpoint
 
-    p = argparse.ArgumentParser(prog="python -m localmamba.search --from-checkpoint CKPT")
+    p = argparse.ArgumentParser(prog=f"{PROG} --from-checkpoint CKPT")
     p.add_argument("--output", required=True)
     p.add_argument("--model-kwargs", type=json.loads, default={})
     args = p.parse_args(rest)

@@ -22,6 +22,12 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..engine import checkpoint as engine_checkpoint
+from ..engine import train as engine_train
+from ..engine.checkpoint import CheckpointError
+from ..engine.config import ConfigError
+from ..engine.model import create_model
+from ..models.directions import DirectionSpec
 from .derive import derive, top_k_directions
 from .plots import PROBS_FIELD, load_history, plot_search
 from .supernet import candidates as supernet_candidates
@@ -54,8 +60,8 @@ def _build(name: str, **kwargs) -> nn.Module:
 
 
 def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> nn.Module:
-    """The supernet ``name`` built on the CPU (fresh weights); a clear ValueError unless ``name`` is a registered
-    supernet (a model whose layers are all search layers)."""
+    """The supernet ``name`` built on the CPU (fresh weights); a clear ConfigError (a ValueError) unless ``name`` is
+    a registered supernet (a model whose layers are all search layers)."""
     import timm
 
     from .. import models  # noqa: F401
@@ -63,10 +69,10 @@ def check_supernet(name: str, model_kwargs: Optional[dict] = None) -> nn.Module:
     if name not in timm.list_models():
         close = difflib.get_close_matches(name, list(SUPERNETS) + timm.list_models("*local*"), n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise ValueError(f"unknown supernet {name!r}{hint} (supernets: {', '.join(SUPERNETS)})")
+        raise ConfigError(f"unknown supernet {name!r}{hint} (supernets: {', '.join(SUPERNETS)})")
     model = None if name not in SUPERNETS and not name.endswith("_search") else _build(name, **(model_kwargs or {}))
     if model is None or not is_supernet(model):
-        raise ValueError(f"{name!r} is not a supernet (its layers have fixed directions); search one of "
+        raise ConfigError(f"{name!r} is not a supernet (its layers have fixed directions); search one of "
                          f"{', '.join(SUPERNETS)}")
     return model
 
@@ -81,44 +87,22 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def log_probabilities(model: nn.Module, epoch: int, row: dict) -> dict:
-    """The per-epoch hook: the supernet's probabilities as ``direction_probs`` in that epoch's metrics row."""
+def log_probabilities(epoch: int, model: nn.Module) -> dict:
+    """The engine hook (``Hooks.epoch_metrics``): the supernet's probabilities as ``direction_probs`` in every
+    epoch's row of metrics.jsonl, (layers, K) as lists."""
     return {PROBS_FIELD: [[round(p, 6) for p in r] for r in probabilities(model).tolist()]}
-
-
-def _train(config, epoch_fields=None) -> dict:
-    """The engine's train() with an optional ``epoch_fields(model, epoch, row) -> dict`` added to every row."""
-    from .. import train as engine
-
-    if epoch_fields is None:
-        return engine.train(config)
-    # TEMPORARY until the engine's per-epoch hook lands: the supernet of last.pth, written just before
-    # on_epoch_end, gives the probabilities; the engine's row and metrics.jsonl get them
-    out = Path(config.output)
-
-    def on_epoch_end(epoch: int, row: dict) -> None:
-        if not _is_main():
-            return
-        model = _load_supernet(out)
-        row.update(epoch_fields(model, epoch, row))
-        rows = engine.dist_utils.read_metrics(out / "metrics.jsonl")
-        rows[-1].update(epoch_fields(model, epoch, row))
-        engine._write_jsonl(out / "metrics.jsonl", rows)
-
-    return engine.train(config, on_epoch_end=on_epoch_end)
 
 
 def _load_supernet(run_dir: Path) -> nn.Module:
     """The supernet of an engine run, with the weights of its last checkpoint (the architecture parameters
     of the model itself, not of an EMA)."""
-    from .. import train as engine
-
-    ckpt = engine.load_checkpoint(run_dir / "last.pth")
-    if not engine.is_engine_checkpoint(ckpt):
-        raise ValueError(f"{run_dir / 'last.pth'} is not a training checkpoint of this engine")
+    path = run_dir / "last.pth"
+    ckpt = engine_checkpoint.load_checkpoint(path)
+    if not engine_checkpoint.is_engine_checkpoint(ckpt):
+        raise CheckpointError(f"{path} is not a training checkpoint of this engine")
     cfg = ckpt["config"]
-    model = engine.create_model(cfg["model"], ckpt["num_classes"], drop_path=cfg.get("drop_path"),
-                                img_size=cfg.get("img_size"), **cfg.get("model_kwargs", {}))
+    model = create_model(cfg["model"], ckpt["num_classes"], drop_path=cfg.get("drop_path"),
+                         img_size=cfg.get("img_size"), **cfg.get("model_kwargs", {}))
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -147,10 +131,10 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
     as ``search_summary.json``) both runs' summaries and the spec."""
     n_candidates = len(supernet_candidates(check_supernet(config.model, config.model_kwargs)))
     if not 1 <= k <= n_candidates:
-        raise ValueError(f"--k {k}: a layer keeps 1 to {n_candidates} of its {n_candidates} candidates")
+        raise ConfigError(f"--k {k}: a layer keeps 1 to {n_candidates} of its {n_candidates} candidates")
     out = Path(config.output)
     sup_cfg = dataclasses.replace(config, output=str(out / "supernet"))
-    sup = _train(sup_cfg, epoch_fields=log_probabilities)
+    sup = engine_train.train(sup_cfg, hooks=engine_train.Hooks(epoch_metrics=log_probabilities))
     spec = derive(_load_supernet(out / "supernet"), k=k, model_name=config.model)
     result = {"supernet": config.model, "k": k, "directions": spec.directions, "supernet_summary": _brief(sup),
               "spec": str(out / "directions.json"), "retrain_summary": None}
@@ -167,7 +151,7 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
         re_cfg = dataclasses.replace(config, model=target, epochs=retrain_epochs, model_kwargs=kwargs,
                                      output=str(out / "retrain"))
         result["retrain_model"] = target
-        result["retrain_summary"] = _brief(_train(re_cfg))
+        result["retrain_summary"] = _brief(engine_train.train(re_cfg))
     if _is_main():
         _write_json(out / "search_summary.json", result)
         s, r = result["supernet_summary"], result["retrain_summary"]
@@ -193,27 +177,25 @@ def derive_from_checkpoint(path: str | os.PathLike, supernet: Optional[str] = No
     """A DirectionSpec from a supernet checkpoint: one of this engine (``last.pth``: the supernet's name is in
     it) or a state dict (ours or the original's, e.g. its search checkpoints; ``supernet`` names the model)."""
     from ..models import read_state_dict
-    from ..models.directions import DirectionSpec
-    from ..train import is_engine_checkpoint, load_checkpoint
 
-    ckpt = load_checkpoint(path)
-    if is_engine_checkpoint(ckpt):
+    ckpt = engine_checkpoint.load_checkpoint(path)
+    if engine_checkpoint.is_engine_checkpoint(ckpt):
         supernet = supernet or ckpt["config"]["model"]
         model_kwargs = {**ckpt["config"].get("model_kwargs", {}), **(model_kwargs or {})}
         sd = ckpt["model"]
     else:
         if supernet is None:
-            raise ValueError(f"{path} does not say which model it holds: name its supernet (--supernet)")
-        sd = read_state_dict(path, trust_pickle=False)
+            raise ConfigError(f"{path} does not say which model it holds: name its supernet (--supernet)")
+        sd = read_state_dict(path)
     try:
         probs = probabilities_from_state_dict(sd)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: {e}") from None
     model = check_supernet(supernet, model_kwargs)
     cands = supernet_candidates(model)
     n_layers = len(search_layers(model))
     if tuple(probs.shape) != (n_layers, len(cands)):
-        raise ValueError(f"{path} has {probs.shape[0]} search layers of {probs.shape[1]} candidates; "
+        raise CheckpointError(f"{path} has {probs.shape[0]} search layers of {probs.shape[1]} candidates; "
                          f"{supernet} has {n_layers} of {len(cands)}: name the supernet it was trained as")
     return DirectionSpec(directions=[list(d) for d in top_k_directions(probs, cands, k)], model=supernet,
                          family=model_family(model), depth=int(probs.shape[0]), candidates=list(cands),

@@ -78,7 +78,7 @@ def test_checkpoint_that_is_not_a_supernets(run, tmp_path, capsys):
     out, _ = run
     bad = tmp_path / "bad.pth"
     bad.write_text("not a checkpoint")
-    for ckpt, message in [(out / "retrain" / "last.pth", "not a supernet"), (bad, "cannot read checkpoint")]:
+    for ckpt, message in [(out / "retrain" / "last.pth", "not a supernet"), (bad, "is not a PyTorch checkpoint")]:
         with pytest.raises(SystemExit) as e:
             main(["--from-checkpoint", str(ckpt), "--output", str(tmp_path / "d")])
         assert e.value.code == 2
