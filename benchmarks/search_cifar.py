@@ -121,7 +121,9 @@ def markdown(data: dict, out: Path) -> str:
     if data.get("device"):
         lines += [f"Device: {data['device']}; plan: {json.dumps(data.get('plan', {}))}", ""]
     s = data.get("search") or {}
-    if s:
+    if s.get("status") == "failed":
+        lines += [f"Search: FAILED ({s.get('error')}); the variants below ran without it.", ""]
+    elif s:
         now = _run_row(out / "search", "supernet")
         lines += [f"Search: {s.get('supernet', SUPERNET)}, {'CUDA graphs' if s.get('cuda_graph') else 'eager'}, {_fmt(now.get('epochs_done'), 'd') if now else '-'}/{s.get('epochs')} epochs, "
                   f"supernet held-out top-1 {_fmt(now.get('top1'))}, {_fmt(now.get('images_per_sec'), '.0f')} img/s, "
@@ -323,18 +325,31 @@ def main(argv=None) -> None:
                   "k2": ("vim_tiny_cifar", {"directions": [["h", "h_flip"]] * tiny["depth"]})}
     if not args.skip_search:
         models = {"super": (args.supernet, {}), **models}
-    speeds = {}
+    speeds, failed = {}, {}
     for key, (name, extra) in models.items():
-        speeds[key] = probe(name, {**cfg.model_kwargs, **extra}, cfg, device, probe_steps)
+        try:
+            speeds[key] = probe(name, {**cfg.model_kwargs, **extra}, cfg, device, probe_steps)
+        except Exception as e:  # noqa: BLE001 - a model that cannot train here: say so, run the others
+            traceback.print_exc()
+            failed[key] = f"{name} failed in the probe: {type(e).__name__}: {e}"[:400]
+            _free(device)
+            continue
         print(f"probe {name}: {speeds[key]['images_per_sec']:.0f} img/s, cuda graph {speeds[key]['cuda_graph']}, "
               f"setup {speeds[key]['setup_s']:.1f} s", flush=True)
-    res.data["probe"] = speeds
+    res.data["probe"] = {**speeds, **{k: {"error": v} for k, v in failed.items()}}
+    if "super" in failed:
+        args.skip_search = True
+        res.data["search"] = {"supernet": args.supernet, "status": "failed", "error": failed["super"]}
+    variants = [v for v in args.variants if SPEED_CLASS[v] in speeds and not (v == "searched" and "super" in failed)]
+    if not speeds or not variants:
+        res.save()
+        sys.exit("every model failed in the probe: see results.json")
     graph = {k: v["cuda_graph"] for k, v in speeds.items()}
     # per run: data decode, model, capture (the first probe's setup also holds one-time kernel compiles)
     overhead = 6.0 + min(v["setup_s"] for v in speeds.values())
     per_epoch = {k: epoch_seconds(v["images_per_sec"], n_train, n_val) for k, v in speeds.items()}
-    train_epoch = len(args.seeds) * sum(per_epoch[SPEED_CLASS[v]] for v in args.variants)
-    n_runs = len(args.seeds) * len(args.variants) + (0 if args.skip_search else 1)
+    train_epoch = len(args.seeds) * sum(per_epoch[SPEED_CLASS[v]] for v in variants)
+    n_runs = len(args.seeds) * len(variants) + (0 if args.skip_search else 1)
     budget = left() - n_runs * overhead
     if args.epochs is None and not args.skip_search and args.search_epochs is None:
         e = fit_epochs(budget, args.search_share * per_epoch["super"] + train_epoch, 0)
@@ -356,32 +371,40 @@ def main(argv=None) -> None:
                               "status": "running"}
         res.save()
         t0 = time.perf_counter()
-        summary = search_run.search(s_cfg, k=args.k)
+        try:
+            summary = search_run.search(s_cfg, k=args.k)
+        except Exception as e:  # noqa: BLE001 - the other variants still answer part of the question
+            traceback.print_exc()
+            res.data["search"].update(status="failed", error=f"{type(e).__name__}: {e}"[:400])
+            variants = [v for v in variants if v != "searched"]
+            summary = None
         took = time.perf_counter() - t0
-        res.data["search"].update(status="done", seconds=round(took, 1), directions=summary["directions"],
-                                  supernet_top1=summary["supernet_summary"]["last_top1"])
+        if summary is not None:
+            res.data["search"].update(status="done", seconds=round(took, 1), directions=summary["directions"],
+                                      supernet_top1=summary["supernet_summary"]["last_top1"])
         # re-plan the training epochs with the speed the search actually had
         predicted = overhead + search_epochs * per_epoch["super"]
-        factor = min(2.0, max(0.8, took / predicted))
+        factor = min(2.0, max(0.8, took / predicted)) if summary is not None else 1.0
         res.data["plan"]["search_seconds_vs_predicted"] = [round(took, 1), round(predicted, 1)]
         _free(device)
     else:
         factor = 1.0
-        if not spec_path.is_file():
+        if "searched" in variants and not spec_path.is_file():
             sys.exit(f"--skip-search: no {spec_path}; run the search first")
-    searched = json.loads(spec_path.read_text())["directions"]
-    depth = len(searched)
-    epochs = args.epochs or fit_epochs(left() - len(args.seeds) * len(args.variants) * overhead * factor,
+    train_epoch = len(args.seeds) * sum(per_epoch[SPEED_CLASS[v]] for v in variants)
+    searched = json.loads(spec_path.read_text())["directions"] if "searched" in variants else None
+    depth = len(searched) if searched else tiny.get("depth", len(LOCAL_VIM_CIFAR_DIRECTIONS))
+    epochs = args.epochs or fit_epochs(left() - len(args.seeds) * len(variants) * overhead * factor,
                                        train_epoch * factor, 0)
     res.data["plan"]["train_epochs"] = epochs
     sets = {"searched": searched, "random": random_directions(depth, args.k, args.random_seed),
             "paper": paper_directions()[:depth], "vim": [["h", "h_flip"]] * depth}
-    print(f"training {len(args.variants)} variants x {len(args.seeds)} seed(s), {epochs} epochs each; "
+    print(f"training {len(variants)} variants x {len(args.seeds)} seed(s), {epochs} epochs each; "
           f"{left():.0f} s left", flush=True)
 
     # --- the trained variants
     for seed in args.seeds:
-        for variant in args.variants:
+        for variant in variants:
             key = f"{variant}_seed{seed}"
             model = VARIANTS[variant]
             kwargs = dict(cfg.model_kwargs)
