@@ -55,7 +55,7 @@ def _main(argv=None) -> dict:
     sp = search_parser()
     if "-h" in argv or "--help" in argv:
         print(sp.format_help())
-        print(engine_config.build_parser().format_help().split("\n\n", 1)[1])
+        print(engine_config.build_parser().format_help().split("\n\n", 2)[2])  # the options, without usage and title
         raise SystemExit(0)
     known, rest = sp.parse_known_args(argv)
     try:

@@ -17,7 +17,7 @@ from .supernet import candidates as supernet_candidates
 from .supernet import family as model_family
 from .supernet import probabilities as supernet_probabilities
 
-__all__ = ["top_k_directions", "derive"]
+__all__ = ["top_k_directions", "spec_from_probabilities", "derive"]
 
 
 def top_k_directions(probs: torch.Tensor, candidates: Sequence[str], k: int = 4) -> list[tuple[str, ...]]:
@@ -39,7 +39,16 @@ def top_k_directions(probs: torch.Tensor, candidates: Sequence[str], k: int = 4)
     return out
 
 
-def derive(model: nn.Module, k: int = 4, model_name: str | None = None):
+def spec_from_probabilities(probs: torch.Tensor, candidates: Sequence[str], family: str, model: str = "",
+                            k: int = 4) -> DirectionSpec:
+    """The :class:`DirectionSpec` of the top-``k`` candidates per row of ``probs`` (layers, K), probabilities kept."""
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    return DirectionSpec(directions=[list(d) for d in top_k_directions(probs, candidates, k)], model=model,
+                         family=family, depth=len(probs), candidates=list(candidates),
+                         probabilities=[[round(p, 6) for p in row] for row in probs.tolist()])
+
+
+def derive(model: nn.Module, k: int = 4, model_name: str | None = None) -> DirectionSpec:
     """The searched directions of a trained supernet: a :class:`~localmamba.models.directions.DirectionSpec`
     that lists, for every layer, the ``k`` candidates of highest probability (softmax of the layer's
     architecture parameters), in candidate order, with the probabilities themselves.
@@ -50,9 +59,6 @@ def derive(model: nn.Module, k: int = 4, model_name: str | None = None):
     order unspecified; and the result is a file a model can be built from, not printed lists.
     ``model_name`` is recorded as the spec's source (default: the model's timm name).
     """
-    cands = supernet_candidates(model)
-    probs = supernet_probabilities(model)
     name = model_name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
-    return DirectionSpec(directions=[list(d) for d in top_k_directions(probs, cands, k)], model=name,
-                         family=model_family(model), depth=len(probs), candidates=list(cands),
-                         probabilities=[[round(p, 6) for p in row] for row in probs.tolist()])
+    return spec_from_probabilities(supernet_probabilities(model), supernet_candidates(model), model_family(model),
+                                   name, k)

@@ -27,8 +27,7 @@ from ..engine import train as engine_train
 from ..engine.checkpoint import CheckpointError
 from ..engine.config import ConfigError
 from ..engine.model import create_model
-from ..models.directions import DirectionSpec
-from .derive import derive, top_k_directions
+from .derive import derive, spec_from_probabilities
 from .plots import PROBS_FIELD, load_history, plot_search
 from .supernet import candidates as supernet_candidates
 from .supernet import family as model_family
@@ -197,7 +196,4 @@ def derive_from_checkpoint(path: str | os.PathLike, supernet: Optional[str] = No
     if tuple(probs.shape) != (n_layers, len(cands)):
         raise CheckpointError(f"{path} has {probs.shape[0]} search layers of {probs.shape[1]} candidates; "
                          f"{supernet} has {n_layers} of {len(cands)}: name the supernet it was trained as")
-    return DirectionSpec(directions=[list(d) for d in top_k_directions(probs, cands, k)], model=supernet,
-                         family=model_family(model), depth=int(probs.shape[0]), candidates=list(cands),
-                         probabilities=[[round(p, 6) for p in r] for r in probs.tolist()])
-
+    return spec_from_probabilities(probs, cands, model_family(model), supernet, k)
