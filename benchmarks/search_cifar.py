@@ -1,8 +1,9 @@
 """Does direction search pay on CIFAR-10? Search, then train four direction sets with one recipe, in one GPU call.
 
-    # one H200, about 8 minutes in all (the epochs are chosen to fit --budget-s)
+    # one H200, about 8 minutes in all (the epochs are chosen to fit --budget-s); --export copies the
+    # results and every run's metrics (no checkpoints) to a folder as they come
     python benchmarks/search_cifar.py --data data/cifar10_train_jpeg.npz --out runs/search_cifar \\
-        --backend triton --budget-s 480
+        --backend triton --budget-s 480 --export $OUT/search_cifar
     # more training seeds in a later call, with the directions already searched
     python benchmarks/search_cifar.py --data ... --out runs/search_cifar --skip-search --seeds 1 --epochs E
     # the tables again, from what is in --out (also after a run that was cut off)
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import traceback
@@ -78,8 +80,13 @@ def paper_directions() -> list[list[str]]:
 # results, written as they come
 # ------------------------------------------------------------------------------------------------------
 class Results:
-    def __init__(self, out: Path):
-        self.out = out
+    """results.json and RESULTS.md in ``out``, rewritten on every save; with ``export``, a copy of them and of
+    the small files worth keeping (directions, figure, every run's metrics.jsonl) there too, not checkpoints."""
+
+    SMALL = ("results.json", "RESULTS.md", "search/directions.json", "search/search.png", "search/search_summary.json")
+
+    def __init__(self, out: Path, export: Path | None = None):
+        self.out, self.export = out, export
         self.path = out / "results.json"
         self.data = json.loads(self.path.read_text()) if self.path.is_file() else {"runs": {}}
         self.data.setdefault("runs", {})
@@ -90,6 +97,12 @@ class Results:
         tmp.write_text(json.dumps(self.data, indent=2))
         os.replace(tmp, self.path)
         (self.out / "RESULTS.md").write_text(markdown(self.data, self.out))
+        if self.export is not None:
+            runs = ["search/supernet", *self.data["runs"]]
+            for rel in [*self.SMALL, *(f"{r}/metrics.jsonl" for r in runs), *(f"{r}/summary.json" for r in runs)]:
+                if (self.out / rel).is_file():
+                    (self.export / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(self.out / rel, self.export / rel)
 
 
 def _run_row(out: Path, name: str) -> dict:
@@ -297,11 +310,13 @@ def main(argv=None) -> None:
     ap.add_argument("--probe-steps", type=int, default=15, help="timed steps per model in the probe")
     ap.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON, for every model (e.g. a tiny smoke size)")
     ap.add_argument("--override", type=json.loads, default={}, help="JSON of engine Config fields for every run")
+    ap.add_argument("--export", help="also copy the results and the small files of every run (no checkpoints) here, "
+                                     "after every epoch (e.g. a folder that is fetched back from a GPU machine)")
     ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from --out and print it")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     out = Path(args.out)
-    res = Results(out)
+    res = Results(out, Path(args.export) if args.export else None)
     if args.report:
         res.save()
         print((out / "RESULTS.md").read_text())
