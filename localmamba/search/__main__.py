@@ -11,6 +11,11 @@
     # directions from a supernet checkpoint you already have (ours, or the original's with --supernet)
     python -m localmamba.search --from-checkpoint runs/search/supernet/last.pth --output runs/search
 
+    # train what a search found (same as python -m localmamba.train --model local_vim_tiny_cifar
+    # --model-kwargs '{"directions": "runs/search/directions.json"}')
+    python -m localmamba.search --spec runs/search/directions.json --config configs/cifar10_local_vim_tiny.yaml \\
+        --data-dir data/cifar10_train_jpeg.npz --output runs/searched
+
 Every option of ``python -m localmamba.train`` applies to the supernet (and to the retrained model): resume
 with ``--resume auto``, several GPUs through ``torchrun``, ``--amp``, ``--cuda-graph``, progress bars.
 """
@@ -41,6 +46,8 @@ def search_parser() -> argparse.ArgumentParser:
                                            "name without _search, e.g. local_vim_tiny_cifar)")
     g.add_argument("--from-checkpoint", metavar="CKPT",
                    help="only derive directions.json and search.png from this supernet checkpoint")
+    g.add_argument("--spec", metavar="FILE", help="no search: train the model of this directions.json (its "
+                                                  "supernet's searched model, or --retrain-model) with the options")
     return p
 
 
@@ -61,6 +68,10 @@ def _main(argv=None) -> dict:
     try:
         if known.from_checkpoint:
             return _derive_only(known, rest)
+        if known.spec:
+            from .run import train_spec
+
+            return train_spec(known.spec, rest, model=known.retrain_model)
         if known.supernet:
             rest += ["--model", known.supernet]
         elif "--config" not in rest and not any(a.startswith("--config=") for a in rest):
@@ -71,7 +82,7 @@ def _main(argv=None) -> dict:
 
         return search(engine_config.parse_args(rest), k=known.k, retrain_epochs=known.retrain_epochs,
                       retrain_model=known.retrain_model)
-    except DirectionSpecError as e:
+    except DirectionSpecError as e:  # a spec that is not valid or does not fit the model
         raise ConfigError(str(e)) from None
 
 

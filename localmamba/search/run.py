@@ -33,7 +33,7 @@ from .supernet import candidates as supernet_candidates
 from .supernet import family as model_family
 from .supernet import is_supernet, probabilities, probabilities_from_state_dict, search_layers
 
-__all__ = ["SUPERNETS", "searched_model_name", "check_supernet", "search", "derive_from_checkpoint"]
+__all__ = ["SUPERNETS", "searched_model_name", "check_supernet", "search", "train_spec", "derive_from_checkpoint"]
 
 #: supernet -> the registered model of the same family and depth that its directions are for
 SUPERNETS = {
@@ -159,6 +159,20 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
             line += f" | searched {result['retrain_model']}: top-1 {_pct(r['last_top1'])} after {r['epochs']} epochs"
         print(line, flush=True)
     return result
+
+
+def train_spec(spec_path: str | os.PathLike, argv: list[str], model: Optional[str] = None) -> dict:
+    """Train the model of a direction spec (``model``, default the searched model of the supernet it names) with
+    the engine options ``argv`` (``--model`` is set here); returns the engine's summary."""
+    from ..engine.config import parse_args
+    from ..models.directions import DirectionSpec
+
+    spec = DirectionSpec.load(spec_path)
+    if model is None and not spec.model:
+        raise ConfigError(f"{spec_path} names no model it came from: say which model to train (--retrain-model)")
+    config = parse_args([*argv, "--model", model or searched_model_name(spec.model)])
+    config.model_kwargs = {**config.model_kwargs, "directions": spec.directions}
+    return engine_train.train(config)
 
 
 def _pct(v) -> str:

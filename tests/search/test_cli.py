@@ -96,3 +96,17 @@ def test_architecture_parameters_receive_gradients():
     model(torch.randn(4, 3, 32, 32)).logsumexp(-1).mean().backward()
     grads = [p.grad for p in architecture_parameters(model)]
     assert len(grads) == 2 and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_spec_trains_the_searched_model_and_refuses_a_bad_file(run, tmp_path, capsys):
+    out, result = run
+    summary = main(["--spec", str(out / "directions.json"), *FAST, "--epochs", "1", "--output", str(tmp_path / "t")])
+    assert summary["model"] == "local_vim_tiny_cifar" and summary["epochs"] == 1
+    assert summary["config"]["model_kwargs"]["directions"] == [list(d) for d in result["directions"]]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"family": "local_vim", "directions": "h"}))
+    with pytest.raises(SystemExit) as e:
+        main(["--spec", str(bad), *FAST, "--epochs", "1", "--output", str(tmp_path / "u")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "not a valid direction spec" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "u").exists()
