@@ -29,17 +29,9 @@ from typing import NamedTuple
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
-    triton = None
+from ._triton import TRITON_INSTALL_HINT, tl, triton, triton_available
 
 __all__ = ["selective_scan_triton", "triton_available"]
-
-
-def triton_available() -> bool:
-    return triton is not None and torch.cuda.is_available()
 
 
 if triton is not None:
@@ -641,5 +633,5 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`."""
     if triton is None:
-        raise RuntimeError("backend='triton' needs triton (it ships with CUDA builds of torch: pip install triton)")
+        raise RuntimeError(f"backend='triton' needs triton: {TRITON_INSTALL_HINT}")
     return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
