@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .layers.ssm import flop_count_mode
+
 __all__ = ["PAPER", "count_params", "paper_flops"]
 
 #: name -> (parameters in M as printed by the original code, ImageNet FLOPs in G from the paper; None: not reported)
@@ -73,7 +75,7 @@ def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> in
             fca.set_op_handle(op, None)
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
-        with torch.no_grad():
+        with torch.no_grad(), flop_count_mode():  # the layers run the math the handles count
             return int(fca.total())
     finally:
         for m, b in backends.items():
