@@ -9,8 +9,9 @@ GPU rows: inference fp32 and bf16 (autocast), and a training step (forward, loss
 under bf16 autocast, in images/s, with peak memory; for each model both formulations run in the same
 process: ``stacked`` (ours: one gather and one selective-scan call for all directions of a layer) and
 ``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
-:func:`~localmamba.layers.reference.mamba_loop`, :func:`~localmamba.layers.reference.ss2d_loop`). Both use the same selective-scan
-backend (``--backend``, default auto: mamba-ssm's kernel when it imports). ``--formulations compiled``
+:func:`~localmamba.layers.reference.mamba_loop`, :func:`~localmamba.layers.reference.ss2d_loop`). Both use the same
+selective-scan backend (``--backend``, default auto: the Triton kernels on CUDA when triton imports, then
+mamba-ssm's; ``--backend cuda`` against ``--backend triton`` re-checks that rule). ``--formulations compiled``
 adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
 ``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's

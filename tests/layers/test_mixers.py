@@ -5,6 +5,7 @@ import torch
 import localmamba.layers.ssm as ssm_mod
 from localmamba.layers import INTERLEAVED, SS2D, DirectionMerge, Layout, MultiDirectionMamba
 from localmamba.layers.reference import mamba_loop, ss2d_loop
+from localmamba.ops import available_backends
 
 
 @pytest.fixture(params=["cpu", "interleaved"])
@@ -102,12 +103,15 @@ def test_direction_merge_search_mixes_by_softmax():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "cuda"])
 def test_mixers_on_gpu_equal_per_direction_loop(backend):
-    """The GPU path as users run it: interleaved layout, Triton causal conv, the scan backend on CUDA."""
+    """The GPU paths as users run them: the interleaved layout with the Triton kernels or the torch scan, and
+    the stacked layout of mamba-ssm's kernel ("cuda", with the Triton conv and merge)."""
     pytest.importorskip("triton")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    if backend == "cuda" and "cuda" not in available_backends():
+        pytest.skip("needs mamba-ssm")
     torch.manual_seed(0)
     for m, args in [(MultiDirectionMamba(16, ("h", "v_flip", "w2", "w3_flip"), d_state=4), ((5, 6),)),
                     (SS2D(8, ("h", "w2_flip", "v", "w7"), d_state=4), ())]:
