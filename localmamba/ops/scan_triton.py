@@ -1,5 +1,8 @@
 """Triton selective scan: two kernel families, one program per (batch, block of channels).
 
+(Over 500 lines on purpose: four kernels, their launchers and the autograd Function are one algorithm whose
+helpers they share; split, a reader would chase the stride and chunk conventions across files.)
+
 mamba-ssm's kernel runs, for each channel, a block-wide parallel scan over the sequence, state after
 state: built for long sequences. Vision sequences are short (196 tokens at 224/16) and wide (K*D = 1536
 channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) state of BLOCK_D channels in
