@@ -7,7 +7,6 @@ einsum each instead of K matmuls.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn as nn
 
 from ..ops import selective_scan
 
-__all__ = ["DirectionalSSM", "dt_bias_init", "flop_count_mode"]
+__all__ = ["DirectionalSSM", "dt_bias_init"]
 
 
 def dt_bias_init(shape, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
@@ -33,26 +32,11 @@ def _block_diagonal(W: torch.Tensor) -> torch.Tensor:
     return (W.transpose(1, 2).unsqueeze(2) * eye[:, None, :, None]).flatten(2).flatten(0, 1)  # (K*in, K*out)
 
 
-_counting_flops = False  # inside flop_count_mode(): the layers run the math a FLOP count must see
-
-
-@contextlib.contextmanager
-def flop_count_mode():
-    """Run the layers as a FLOP counter must trace them: the per-direction projections as the einsum whose
-    FLOPs are the model's (the block-diagonal GEMM of GPUs computes K times as many, zeros included). The
-    FLOP counter enters it; nothing else needs to."""
-    global _counting_flops
-    before, _counting_flops = _counting_flops, True
-    try:
-        yield
-    finally:
-        _counting_flops = before
-
-
 def _block_projection(rows: torch.Tensor) -> bool:
-    """Whether the x and delta projections run as one GEMM each against the block-diagonal weights: on
-    GPUs, outside a FLOP count (see :meth:`DirectionalSSM.forward`)."""
-    return rows.is_cuda and not _counting_flops
+    """Whether the x and delta projections run as one GEMM each against the block-diagonal weights: on GPUs
+    (see :meth:`DirectionalSSM.forward`; the FLOP counter, :func:`localmamba.models.flops.traceable`, turns it
+    off to count the per-direction math)."""
+    return rows.is_cuda
 
 
 def _per_direction(a: torch.Tensor, W: torch.Tensor, block: bool) -> torch.Tensor:
