@@ -60,9 +60,10 @@ class SimpleFeaturePyramid(nn.Module):
     plus a max-pooled stride-64 level. LocalVim resizes its position embedding and RoPE tables to
     every input grid, so any (non-square) padded image size works.
 
-    Differences from the original: it builds a Cascade-named config whose model is a plain Mask R-CNN
-    on mmdetection; here the same pyramid feeds torchvision's Mask R-CNN (same anchors, RoIAlign
-    levels, 4-conv mask head), whose box head is a 2-FC head without the original's norm layers.
+    Differences from the original: its config is named "cascade" but builds a plain Mask R-CNN on
+    mmdetection, with a 2-conv RPN head, a 4-conv + 1-FC box head and LayerNorm2d in the box and mask
+    heads; here the same pyramid feeds torchvision's Mask R-CNN (same anchors and RoIAlign levels,
+    a 1-conv RPN head, a 2-FC box head, a 4-conv mask head, no norms in the heads).
     """
 
     def __init__(self, body: nn.Module, out_channels: int = 256, scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5)):
