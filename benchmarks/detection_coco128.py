@@ -67,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--drop-path", type=float, default=0.0, help="backbone drop-path rate (0: memorise freely)")
     p.add_argument("--clip-grad", type=float, default=10.0)
     p.add_argument("--flip", type=float, default=0.0, help="flip probability (0: pure memorisation)")
     p.add_argument("--holdout", type=int, default=16, help="images kept out of training for the held-out figure")
@@ -186,7 +187,7 @@ def train_and_eval(args, device, data: CocoInstances, results: Results) -> None:
                               transforms=train_transforms(flip=args.flip), ids=train_ids)
     torch.manual_seed(args.seed)
     lo, hi = args.train_size
-    model = build_detector(args.model, min_size=lo, max_size=hi).to(device)
+    model = build_detector(args.model, min_size=lo, max_size=hi, drop_path_rate=args.drop_path).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([dict(params=decay), dict(params=no_decay, weight_decay=0.0)], lr=args.lr,
@@ -229,7 +230,7 @@ def train_and_eval(args, device, data: CocoInstances, results: Results) -> None:
                 images_per_s=step * args.batch_size / train_s)
     results.add("training", info, f"### Training: {args.model} from scratch on {len(train_ids)} coco128 images, "
                 f"min_size {lo} / max_size {hi}, batch {args.batch_size}, AdamW lr {args.lr} wd {args.weight_decay}, "
-                f"flip {args.flip}: {step} steps ({epoch} epochs) in {train_s:.0f} s, stop: {stopped}")
+                f"flip {args.flip}, drop-path {args.drop_path}: {step} steps ({epoch} epochs) in {train_s:.0f} s, stop: {stopped}")
     if stopped != "budget":
         return
     for key, ids, what in (("capacity", train_ids, "the training images (memorisation)"),
