@@ -3,6 +3,7 @@ processes under DDP; and drawing predictions with ``torchvision.utils``."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from typing import Iterable, Sequence
 
@@ -48,6 +49,7 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | N
     """``{iou_type: {AP, AP50, ..., ARl}}`` of COCO result entries against ``coco_gt`` (restricted to
     ``img_ids``). No detection at all scores 0 (COCOeval cannot load an empty result list)."""
     img_ids = sorted(coco_gt.getImgIds() if img_ids is None else img_ids)
+    coco_gt = _gt_copy(coco_gt, img_ids)
     metrics = {}
     for iou in iou_types:
         rs = [r for r in results if iou == "bbox" or "segmentation" in r]
@@ -63,6 +65,19 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], img_ids: Sequence[int] | N
             ev.summarize()
         metrics[iou] = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats)}
     return metrics
+
+
+def _gt_copy(coco_gt: COCO, img_ids: Sequence[int]) -> COCO:
+    """The ground truth of ``img_ids`` as a new COCO: COCOeval replaces the segmentations it reads by RLEs
+    with bytes counts, which the dataset (torchvision's wrapper) could no longer decode."""
+    ids = set(img_ids)
+    d = coco_gt.dataset
+    gt = COCO()
+    gt.dataset = dict(d, images=[im for im in d["images"] if im["id"] in ids],
+                      annotations=[copy.deepcopy(a) for a in d["annotations"] if a["image_id"] in ids])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
 
 
 @torch.no_grad()
@@ -90,9 +105,10 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, device: to
 
 
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A markdown table, one row per IoU type, AP values in percent."""
+    """A markdown table, one row per IoU type, values in percent ("n/a" where COCOeval has no object)."""
     head = "| | " + " | ".join(STAT_NAMES) + " |\n|---|" + "---:|" * len(STAT_NAMES) + "\n"
-    rows = [f"| {iou} | " + " | ".join(f"{100 * v:.1f}" for v in m.values()) + " |" for iou, m in metrics.items()]
+    cell = lambda v: f"{100 * v:.1f}" if v >= 0 else "n/a"  # COCOeval's -1: no object of that size  # noqa: E731
+    rows = [f"| {iou} | " + " | ".join(cell(v) for v in m.values()) + " |" for iou, m in metrics.items()]
     return head + "\n".join(rows)
 
 

@@ -21,6 +21,8 @@ def test_ground_truth_as_predictions_scores_one(tiny_coco):
     assert set(m) == {"bbox", "segm"} and list(m["bbox"]) == list(STAT_NAMES)
     for iou in ("bbox", "segm"):
         assert m[iou]["AP"] == m[iou]["AP50"] == m[iou]["AP75"] == 1.0
+    assert torch.equal(ds[0][1]["masks"], CocoInstances(tiny_coco, drop_crowd=True)[0][1]["masks"]), \
+        "evaluating leaves the dataset's annotations readable and unchanged"
 
 
 def test_a_shifted_box_scores_less(tiny_coco):
