@@ -17,6 +17,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from .. import models as _models  # registers the classifiers in timm
+from ..engine.config import ConfigError
 from ..models import CheckpointError, describe_state_dict, read_state_dict
 from .backbones import SimpleFeaturePyramid, VMambaFPN
 
@@ -53,7 +54,7 @@ def list_detectors() -> list[str]:
 
 def _spec(name: str) -> DetectorSpec:
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}")
+        raise ConfigError(f"unknown detector {name!r}; choose one of: {', '.join(list_detectors())}")
     return DETECTORS[name]
 
 

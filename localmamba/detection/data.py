@@ -20,7 +20,14 @@ from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
-__all__ = ["find_coco", "CocoInstances", "train_transforms", "collate", "split_ids"]
+from ..engine.data import DataError
+
+__all__ = ["CocoDataError", "find_coco", "CocoInstances", "train_transforms", "collate", "split_ids"]
+
+
+class CocoDataError(DataError, FileNotFoundError):
+    """A COCO folder, image or annotation file that is missing or does not match (the engine's DataError:
+    the CLIs print it as one line)."""
 
 
 def find_coco(root: str | os.PathLike, split: str = "train2017") -> tuple[Path, Path]:
@@ -28,16 +35,16 @@ def find_coco(root: str | os.PathLike, split: str = "train2017") -> tuple[Path, 
     ``root/{split}/`` and ``root/annotations/instances_{split}.json`` (coco128 has only train2017)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"COCO folder not found: {root}")
+        raise CocoDataError(f"COCO folder not found: {root}")
     ann = root / "annotations" / f"instances_{split}.json"
     if not ann.is_file():
         found = sorted(p.name for p in (root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
         hint = f"found {', '.join(found)}: pick the split by its name" if found else "no annotations/ folder with jsons"
-        raise FileNotFoundError(f"{root} has no annotations for split {split!r}: expected {ann} ({hint}); "
+        raise CocoDataError(f"{root} has no annotations for split {split!r}: expected {ann} ({hint}); "
                                 f"or pass images= and ann_file= explicitly")
     images = root / split
     if not images.is_dir():
-        raise FileNotFoundError(f"{root} has annotations for {split!r} but no image folder {images}")
+        raise CocoDataError(f"{root} has annotations for {split!r} but no image folder {images}")
     return images, ann
 
 
@@ -46,11 +53,11 @@ def _check_images(images: Path, ann_file: Path) -> dict:
     with open(ann_file) as f:
         data = json.load(f)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{ann_file} is not a COCO instances json (needs 'images' and 'annotations')")
+        raise CocoDataError(f"{ann_file} is not a COCO instances json (needs 'images' and 'annotations')")
     present = set(os.listdir(images))
     missing = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(data['images'])} images listed in {ann_file} are missing "
+        raise CocoDataError(f"{len(missing)} of {len(data['images'])} images listed in {ann_file} are missing "
                                 f"from {images} (first: {missing[0]}); is this the json of that folder?")
     return data
 
@@ -73,9 +80,9 @@ class CocoInstances(Dataset):
             images, ann_file = find_coco(root, split)
         self.images, self.ann_file = Path(images), Path(ann_file)
         if not self.images.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.images}")
+            raise CocoDataError(f"image folder not found: {self.images}")
         if not self.ann_file.is_file():
-            raise FileNotFoundError(f"annotation file not found: {self.ann_file}")
+            raise CocoDataError(f"annotation file not found: {self.ann_file}")
         _check_images(self.images, self.ann_file)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its loading times
             base = CocoDetection(str(self.images), str(self.ann_file))
@@ -87,7 +94,7 @@ class CocoInstances(Dataset):
             ids = base.ids
         unknown = [i for i in ids if i not in index]
         if unknown:
-            raise ValueError(f"image ids not in {self.ann_file}: {unknown[:5]}")
+            raise CocoDataError(f"image ids not in {self.ann_file}: {unknown[:5]}")
         self.ids = list(ids)
         self._index = [index[i] for i in self.ids]
         self.transforms = transforms

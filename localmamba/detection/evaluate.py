@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from .. import distributed as dist_utils
-from ..models import CheckpointError
-from ..train import load_checkpoint
+from ..engine import distributed as dist_utils
+from ..engine.checkpoint import CheckpointError, load_checkpoint, write_text_atomic
+from ..engine.cli import run_command
 from .data import CocoInstances, split_ids
 from .evaluation import evaluate, format_table
 from .train import CHECKPOINT_FORMAT, DetConfig, build_model, eval_loader
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
             print(f"{cfg.model} on {len(data)} images of {split} ({cfg.data_dir})")
             print(format_table(metrics))
             path = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{split}.json")
-            path.write_text(json.dumps(dict(model=cfg.model, split=split, images=len(data), metrics=metrics), indent=1))
+            write_text_atomic(path, json.dumps(dict(model=cfg.model, split=split, images=len(data), metrics=metrics), indent=1))
         return metrics
     finally:
         if info.distributed:
@@ -76,11 +75,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> dict:
-    try:
-        return run(parse_args(argv))
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "python -m localmamba.detection.evaluate")

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .. import distributed as dist_utils
-from ..models import CheckpointError
-from ..train import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from ..engine import distributed as dist_utils
+from ..engine.checkpoint import (CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+                                 write_jsonl, write_text_atomic)
+from ..engine.cli import run_command
+from ..engine.config import ConfigError
 from .builders import build_detector
 from .data import CocoInstances, collate, split_ids, train_transforms
 from .evaluation import evaluate, format_table
@@ -88,11 +89,11 @@ class DetConfig:
 
     def __post_init__(self):
         if not self.data_dir:
-            raise ValueError("--data-dir is required: a COCO folder (train2017/, val2017/, annotations/)")
+            raise ConfigError("--data-dir is required: a COCO folder (train2017/, val2017/, annotations/)")
         if isinstance(self.min_size, int):
             self.min_size = [self.min_size]
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+            raise ConfigError("epochs and batch_size must be positive")
         if self.output is None:
             self.output = os.path.join("runs", f"{self.model}_{Path(self.data_dir).name}")
 
@@ -117,14 +118,21 @@ def parse_args(argv=None, config_cls=DetConfig):
     args = vars(p.parse_args(argv))
     values = {}
     if args.get("config"):
-        values = yaml.safe_load(Path(args.pop("config")).read_text()) or {}
+        path = Path(args.pop("config"))
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (examples in configs/detection/)")
+        values = yaml.safe_load(path.read_text()) or {}
         values = {k.replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_cls)})
         if unknown:
-            raise ValueError(f"unknown options in the config file: {unknown}")
+            raise ConfigError(f"{path}: unknown options {unknown}; the options are the fields of DetConfig "
+                              f"(python -m localmamba.detection.train --help)")
     args.pop("config", None)
     values.update(args)
-    return config_cls(**values)
+    try:
+        return config_cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"bad option value: {e}") from e
 
 
 def build_datasets(cfg: DetConfig) -> tuple[CocoInstances, CocoInstances]:
@@ -216,7 +224,7 @@ def _train(cfg: DetConfig, info) -> dict:
                         num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
     if steps == 0:
-        raise ValueError(f"{len(train_set)} training images give no full batch of {cfg.batch_size} x "
+        raise ConfigError(f"{len(train_set)} training images give no full batch of {cfg.batch_size} x "
                          f"{info.world_size} processes; lower --batch-size")
     metrics: dict = history[-1].get("eval", {}) if history else {}
     end = cfg.epochs if not cfg.stop_after else min(cfg.epochs, start_epoch + cfg.stop_after)
@@ -260,25 +268,20 @@ def _train(cfg: DetConfig, info) -> dict:
             row["eval"] = metrics
             if main:
                 print(format_table(metrics))
-                (out / "eval.json").write_text(json.dumps(metrics, indent=1))
+                write_text_atomic(out / "eval.json", json.dumps(metrics, indent=1))
         history.append(row)
         if main:
             save_checkpoint(dict(format=CHECKPOINT_FORMAT, version=1, config=dataclasses.asdict(cfg), epoch=epoch + 1,
                                  step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
                                  history=history, rng=get_rng_state()), out / "last.pth")
-            tmp = out / "metrics.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-            os.replace(tmp, out / "metrics.jsonl")
+            write_jsonl(out / "metrics.jsonl", history)
         dist_utils.barrier()
     return metrics
 
 
 def main(argv=None) -> dict:
-    try:
-        return train(parse_args(argv))
-    except (FileNotFoundError, ValueError, CheckpointError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
+    return train(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "python -m localmamba.detection.train")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from localmamba.detection import evaluate as det_evaluate
+from localmamba.engine.cli import run_command
 from localmamba.detection import train as det_train
 
 
@@ -44,8 +45,12 @@ def test_config_file_and_overrides(tiny_coco, tmp_path):
     (["--model", "mask_rcnn_nope"], "unknown detector"),
     (["--train-split", "val2017"], "no annotations for split 'val2017'"),
     (["--backbone-checkpoint", "missing.pth"], "checkpoint file not found"),
+    (["--config", "missing.yaml"], "config file not found"),
 ])
-def test_expected_errors_are_one_line(tiny_coco, tmp_path, extra, message):
+def test_expected_errors_are_one_line(tiny_coco, tmp_path, capsys, extra, message):
+    prog = "python -m localmamba.detection.train"
     with pytest.raises(SystemExit) as e:
-        det_train.main(_args(tiny_coco, tmp_path / "x", *extra))
-    assert str(e.value).startswith("error: ") and message in str(e.value) and "\n" not in str(e.value).split(".")[0]
+        run_command(det_train.main, prog, _args(tiny_coco, tmp_path / "x", *extra))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{prog}: error: ") and message in err and "\n" not in err

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from localmamba.detection.data import CocoInstances, collate, split_ids, train_transforms
+from localmamba.detection.data import CocoDataError, CocoInstances, collate, split_ids, train_transforms
 
 import os
 
@@ -65,9 +65,9 @@ def test_large_scale_jitter_gives_the_square_crop(tiny_coco):
 
 def test_folder_without_annotations(tmp_path, tiny_coco):
     shutil.rmtree(tiny_coco / "annotations")
-    with pytest.raises(FileNotFoundError, match="no annotations for split 'train2017'"):
+    with pytest.raises(CocoDataError, match="no annotations for split 'train2017'"):
         CocoInstances(tiny_coco)
-    with pytest.raises(FileNotFoundError, match="instances_val2017.json"):
+    with pytest.raises(CocoDataError, match="instances_val2017.json"):
         CocoInstances(tmp_path, "val2017")
 
 
@@ -76,7 +76,7 @@ def test_json_whose_images_are_missing(tiny_coco):
     data = json.loads(ann.read_text())
     data["images"].append(dict(id=999, file_name="000000000999.jpg", height=10, width=10))
     ann.write_text(json.dumps(data))
-    with pytest.raises(FileNotFoundError, match="1 of 5 images .* missing .*000000000999.jpg"):
+    with pytest.raises(CocoDataError, match="1 of 5 images .* missing .*000000000999.jpg"):
         CocoInstances(tiny_coco)
 
 
