@@ -63,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--speed-warmup", type=int, default=5)
     p.add_argument("--speed-max-s", type=float, default=60, help="stop timing a model after this many seconds")
     # training
-    p.add_argument("--train-size", type=int, nargs=2, default=[640, 1066], metavar=("MIN", "MAX"))
+    p.add_argument("--train-size", type=int, nargs=2, default=[512, 853], metavar=("MIN", "MAX"),
+                   help="training and evaluation resize (coco128's images are 640x480: 512 is about native)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)

@@ -9,11 +9,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm.auto import tqdm
+
+from ..engine.distributed import all_gather_object
 
 __all__ = ["STAT_NAMES", "predictions_to_coco", "coco_evaluate", "evaluate", "format_table", "draw_predictions"]
 
@@ -95,10 +96,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, device: to
             outputs = model(images)
         for out, t in zip(outputs, targets):
             results += predictions_to_coco(out, int(t["image_id"]))
-    if dist.is_available() and dist.is_initialized():
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, results)
-        results = [r for p in parts for r in p]
+    results = [r for part in all_gather_object(results) for r in part]  # every process's detections
     if img_ids is None:
         img_ids = getattr(getattr(loader, "dataset", None), "ids", None)
     return coco_evaluate(coco_gt, results, img_ids)
