@@ -1,11 +1,15 @@
 """Every detector builds, trains (losses) and predicts (boxes, labels, scores, masks); backbones give the
 strides a detector expects and load classification checkpoints, refusing those of another family."""
+import json
+import os
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 
-from localmamba.detection import build_backbone, build_detector, list_detectors
-from localmamba.models import CheckpointError
+from localmamba.detection import VMambaFPN, build_backbone, build_detector, list_detectors, load_backbone_checkpoint
+from localmamba.models import CheckpointError, model_from_arch
 
 # small heads and images keep the full-size backbones at about a second each on a CPU
 SMALL = dict(neck_channels=16, mask_head_channels=8, box_head_size=16, min_size=64, max_size=96, detections_per_img=5,
@@ -81,3 +85,20 @@ def test_checkpoint_of_the_wrong_family_is_refused(tmp_path):
     torch.save(timm.create_model("test_local_vim").state_dict(), path)
     with pytest.raises(CheckpointError, match="LocalVim"):
         build_backbone("mask_rcnn_test_local_vssm_fpn", neck_channels=8, checkpoint=path)
+
+
+FIXTURES = Path(os.environ.get("LOCALMAMBA_FIXTURES",
+                               Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original"))
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"original-code fixtures not found at {FIXTURES}")
+def test_backbone_loads_an_original_release_file():
+    """An original-format LocalVMamba checkpoint (``patch_embed.0``, ``classifier.head``...) fills the FPN body
+    as the classifier loader maps it."""
+    arch = json.loads((FIXTURES / "local_vssm_small_arch.json").read_text())
+    ckpt = FIXTURES / "local_vssm_small_arch.ckpt"
+    reference = model_from_arch(arch, checkpoint=ckpt).state_dict()
+    backbone = VMambaFPN(model_from_arch(arch), out_channels=8)
+    load_backbone_checkpoint(backbone, ckpt)
+    loaded = backbone.body.state_dict()
+    assert loaded and all(torch.equal(v, reference[k]) for k, v in loaded.items())
