@@ -78,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bars (default: on a terminal only, so a captured log stays short)")
     return p.parse_args(argv)
 
 
@@ -151,14 +153,14 @@ def speed(args, device, data: CocoInstances, results: Results) -> None:
         model = build().to(device).train()
         params = sum(p.numel() for p in model.parameters()) / 1e6
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-        for i in tqdm(range(args.speed_warmup), desc=f"warm-up {name}", leave=False):
+        for i in tqdm(range(args.speed_warmup), desc=f"warm-up {name}", leave=False, disable=not args.progress):
             train_step(model, opt, *batches[i % len(batches)], args, device)
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         done = 0
-        for i in tqdm(range(args.speed_steps), desc=f"timing {name}", leave=False):
+        for i in tqdm(range(args.speed_steps), desc=f"timing {name}", leave=False, disable=not args.progress):
             train_step(model, opt, *batches[i % len(batches)], args, device)
             done += 1
             if time.perf_counter() - t0 > args.speed_max_s:  # a slow device: fewer steps, not the whole budget
@@ -208,7 +210,7 @@ def train_and_eval(args, device, data: CocoInstances, results: Results) -> None:
         return
     log = open(Path(args.out) / "train_metrics.jsonl", "w")
     step, epoch, stopped = 0, 0, "budget"
-    bar = tqdm(desc="train", unit="step")
+    bar = tqdm(desc="train", unit="step", disable=not args.progress)
     model.train()
     while time.time() - t_train < budget and stopped == "budget":
         for images, targets in loader:
@@ -226,6 +228,8 @@ def train_and_eval(args, device, data: CocoInstances, results: Results) -> None:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(loss=row["loss"], epoch=epoch)
+                if not args.progress and step % 100 == 0:
+                    print(json.dumps(row), flush=True)
                 if not math.isfinite(row["loss"]):
                     stopped = f"non-finite loss at step {step}"
                     break
@@ -248,7 +252,7 @@ def train_and_eval(args, device, data: CocoInstances, results: Results) -> None:
         ev_loader = DataLoader(subset, batch_size=4, collate_fn=collate, num_workers=args.workers)
         t0 = time.time()
         metrics = evaluate(model, ev_loader, subset.coco, device,
-                           amp_dtype=torch.bfloat16 if args.amp == "bf16" else None)
+                           amp_dtype=torch.bfloat16 if args.amp == "bf16" else None, progress=args.progress)
         results.add(key, dict(metrics=metrics, images=len(ids), eval_s=round(time.time() - t0, 1)),
                     f"### COCO AP on {what} ({len(ids)} images)\n\n{format_table(metrics)}")
 
