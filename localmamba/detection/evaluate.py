@@ -20,7 +20,7 @@ from ..engine import distributed as dist_utils
 from ..engine.checkpoint import CheckpointError, load_checkpoint, write_text_atomic
 from ..engine.cli import run_command
 from .data import CocoInstances, split_ids
-from .evaluation import evaluate, format_table
+from .evaluation import coco_evaluate, format_table, predict_coco
 from .train import CHECKPOINT_FORMAT, DetConfig, build_model, eval_loader
 
 
@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--json", help="write the metrics here (default: next to the checkpoint, eval_SPLIT.json)")
+    p.add_argument("--score-thresh", type=float, default=0.05, help="keep detections scoring at least this")
+    p.add_argument("--results-json", help="also write the detections (boxes, RLE masks) in COCO's result format here")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args(argv)
 
@@ -60,9 +62,13 @@ def run(args: argparse.Namespace) -> dict:
             data = data.subset(split_ids(data.ids, cfg.holdout, cfg.split_seed)[1])
         model = build_model(cfg).to(info.device)
         model.load_state_dict(ckpt["model"])
+        model.roi_heads.score_thresh = args.score_thresh
         amp = getattr(torch, cfg.amp_dtype) if args.amp else None
-        metrics = evaluate(model, eval_loader(data, info, args.batch_size, args.workers), data.coco, info.device,
-                           img_ids=data.ids, amp_dtype=amp, progress=info.is_main and args.progress)
+        results = predict_coco(model, eval_loader(data, info, args.batch_size, args.workers), info.device, amp,
+                               progress=info.is_main and args.progress)
+        metrics = coco_evaluate(data.coco, results, data.ids)
+        if info.is_main and args.results_json:  # the detections in COCO's result format (e.g. for test-dev)
+            write_text_atomic(args.results_json, json.dumps(results))
         if info.is_main:
             print(f"{cfg.model} on {len(data)} images of {split} ({cfg.data_dir})")
             print(format_table(metrics))

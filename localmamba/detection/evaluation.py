@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..engine.distributed import all_gather_object
 
-__all__ = ["STAT_NAMES", "predictions_to_coco", "coco_evaluate", "evaluate", "format_table", "draw_predictions"]
+__all__ = ["STAT_NAMES", "predictions_to_coco", "predict_coco", "coco_evaluate", "evaluate", "format_table", "draw_predictions"]
 
 #: COCOeval.stats in order: AP at IoU .50:.95, .50, .75, small/medium/large; AR at 1/10/100 dets, small/medium/large
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -82,11 +82,10 @@ def _gt_copy(coco_gt: COCO, img_ids: Sequence[int]) -> COCO:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, device: torch.device | str = "cpu",
-             img_ids: Sequence[int] | None = None, amp_dtype: torch.dtype | None = None,
-             progress: bool = True) -> dict[str, dict[str, float]]:
-    """Run ``model`` over ``loader`` (lists of images and targets with ``image_id``), gather the results
-    of every process and score them with COCOeval; every process returns the same metrics."""
+def predict_coco(model: torch.nn.Module, loader: Iterable, device: torch.device | str = "cpu",
+                 amp_dtype: torch.dtype | None = None, progress: bool = True) -> list[dict]:
+    """COCO result entries of ``model`` over ``loader`` (lists of images and targets with ``image_id``),
+    gathered from every process (each process returns all of them)."""
     model.eval()
     device = torch.device(device)
     results = []
@@ -96,7 +95,14 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, device: to
             outputs = model(images)
         for out, t in zip(outputs, targets):
             results += predictions_to_coco(out, int(t["image_id"]))
-    results = [r for part in all_gather_object(results) for r in part]  # every process's detections
+    return [r for part in all_gather_object(results) for r in part]
+
+
+def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, device: torch.device | str = "cpu",
+             img_ids: Sequence[int] | None = None, amp_dtype: torch.dtype | None = None,
+             progress: bool = True) -> dict[str, dict[str, float]]:
+    """:func:`predict_coco` scored by :func:`coco_evaluate`; every process returns the same metrics."""
+    results = predict_coco(model, loader, device, amp_dtype, progress)
     if img_ids is None:
         img_ids = getattr(getattr(loader, "dataset", None), "ids", None)
     return coco_evaluate(coco_gt, results, img_ids)

@@ -27,9 +27,12 @@ def test_train_resume_is_exact_and_evaluate_reads_the_run(tiny_coco, tmp_path, c
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and "AP" in rows[-1]["eval"]["bbox"]
 
-    metrics = det_evaluate.main(["--checkpoint", str(tmp_path / "resumed" / "last.pth"), "--workers", "0",
-                                 "--no-progress"])
+    run = ["--checkpoint", str(tmp_path / "resumed" / "last.pth"), "--workers", "0", "--no-progress"]
+    metrics = det_evaluate.main(run)
     assert metrics == json.loads((tmp_path / "resumed" / "eval.json").read_text())  # the same held-out image
+    det_evaluate.main(run + ["--results-json", str(tmp_path / "dets.json"), "--score-thresh", "0"])
+    dets = json.loads((tmp_path / "dets.json").read_text())
+    assert dets and all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(d) for d in dets)
     assert "| bbox |" in capsys.readouterr().out
 
 
