@@ -267,7 +267,16 @@ def main(argv=None) -> None:
     results = Results(out, args)
     data = CocoInstances(args.data, drop_crowd=True)  # crowd regions are no training targets; COCOeval reads the json
     if "speed" in args.parts:
-        speed(args, device, data, results)
+        try:
+            speed(args, device, data, results)
+        except Exception as e:  # noqa: BLE001 - one GPU call: record it and still train
+            import traceback
+
+            traceback.print_exc()
+            results.add("speed_error", f"{type(e).__name__}: {e}"[:2000], f"### Speed part failed: {type(e).__name__}: "
+                        f"{str(e)[:300]}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     if "train" in args.parts:
         train_and_eval(args, device, data, results)
     results.add("total_s", round(time.time() - T_START, 1), f"Total: {time.time() - T_START:.0f} s "
