@@ -11,7 +11,8 @@ The vocabulary, shared by all ops (a layer passes one ``backend`` string to ever
 
 An op without an implementation under a valid name runs its own "auto" choice for the tensors' device, so
 ``backend="cuda"`` means mamba-ssm's scan with the Triton conv and merge, and ``backend="cpu"`` the C scan with
-the torch conv and the reference merge. An unknown name raises ValueError listing the names. The "auto"
+the torch conv and the reference merge; except "torch", which always means plain PyTorch: an op without a torch
+path runs its reference (the merge). An unknown name raises ValueError listing the names. The "auto"
 preference lists (first available wins; a fallback from the first choice warns once per backend and device)::
 
     op                CUDA tensors              CPU tensors      other devices (meta, mps, ...)
@@ -22,7 +23,7 @@ preference lists (first available wins; a fallback from the first choice warns o
 Triton comes first on CUDA because it is the fastest path for the models (one H200, batch 128, fp32
 inference: LocalVim-T 3854 img/s against 1378 with mamba-ssm's scan, LocalVMamba-T 2082 against 758;
 ``benchmarks/gpu_suite.sh`` re-checks it); mamba-ssm stays selectable as "cuda". Under a ``torch.jit`` trace "auto"
-skips backends a trace cannot see (the C kernel writes through ctypes). An explicit backend that cannot run
+skips backends a trace cannot see (the C kernel writes through ctypes; a Triton launch is not a traceable op). An explicit backend that cannot run
 here (not installed, no compiler) raises RuntimeError naming what to install.
 
 Backends register their availability check here (``register_backend``), ops declare their implementations
@@ -84,6 +85,8 @@ class Op:
     def resolve(self, backend: str, device: torch.device | str) -> str:
         """The implementation to run for ``backend`` on ``device``: "auto" and names this op lacks map to the
         device's first available choice; an explicit backend that cannot run raises with the install hint."""
+        if backend == "torch" and backend not in self.impls:
+            return "ref"  # "torch" asks for plain PyTorch: an op without a faster torch path runs its reference
         if backend == "auto" or backend not in self.impls:
             check_backend_name(backend)
             return self._auto(torch.device(device).type)

@@ -26,4 +26,5 @@ def triton_available() -> bool:
     return triton_error() is None and torch.cuda.is_available()
 
 
-register_backend("triton", lambda: triton_error(), TRITON_INSTALL_HINT, what="this package's Triton kernels")
+register_backend("triton", lambda: triton_error(), TRITON_INSTALL_HINT, what="this package's Triton kernels",
+                 traceable=False)  # a torch.jit trace (FLOP counting) cannot record a Triton launch

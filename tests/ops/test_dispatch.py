@@ -62,3 +62,13 @@ def test_auto_prefers_triton_on_cuda(monkeypatch):
     assert [op.resolve("auto", "cuda") for op in OPS] == ["triton"] * 3
     assert CONV1D.resolve("cuda", "cuda") == "triton" and MERGE.resolve("cuda", "cuda") == "triton"
     assert CONV1D.resolve("auto", "cpu") == "torch" and MERGE.resolve("auto", "cpu") == "ref"
+
+
+def test_torch_means_plain_pytorch_and_traces_skip_triton(monkeypatch):
+    """"torch" never reaches a kernel (the merge, which has no torch path, runs its reference), and "auto" under
+    a torch.jit trace (the FLOP counter) skips Triton, whose launches a trace cannot record."""
+    monkeypatch.setattr(_triton, "triton_error", lambda: None)
+    assert [op.resolve("torch", "cuda") for op in OPS] == ["torch", "torch", "ref"]
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert [op.resolve("auto", "cuda") for op in OPS] == ["cuda" if _dispatch.backend_error("cuda") is None
+                                                          else "torch", "torch", "ref"]
