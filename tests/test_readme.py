@@ -1,0 +1,213 @@
+"""The README's claims hold for the tree: the paths it names exist, the command-line options it uses are
+options of those commands, its models are registered, its imports import, its papermill parameters are
+notebook parameters, and every measured figure in its prose is in benchmarks/RESULTS.md (where each has
+its command).
+
+The CLIs' ``--help`` runs in this process (runpy), so torch is imported once for all of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import runpy
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+RESULTS = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+
+# folders a README may name that the user's own runs create (not in git)
+GENERATED = ("runs/", "build/", "data/cifar", "/data/imagenet", ".venv/", "~/")
+# top-level entries of the project that README paths start from
+TRACKED_TOP = ("localmamba/", "notebooks/", "tests/", "benchmarks/", "configs/", "docs/", "data/", "figures/")
+
+
+def _code_blocks(text: str) -> list[str]:
+    return re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+
+
+def _prose(text: str) -> str:
+    """The README without its fenced code blocks and its indented (layout) blocks."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("    "))
+
+
+def _commands() -> list[list[str]]:
+    """Shell commands of the README's code blocks, continuation lines joined, comments dropped."""
+    cmds = []
+    for block in _code_blocks(README):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith("#") or not line:
+                continue
+            try:
+                cmds.append(shlex.split(line))
+            except ValueError:  # Python lines with quotes that shlex cannot split: not commands
+                continue
+    return cmds
+
+
+def _named_paths() -> set[str]:
+    """Paths the README names: link targets, inline code and command arguments under a tracked folder."""
+    candidates = set(re.findall(r"\]\(([^)#\s]+)", README))
+    candidates |= set(re.findall(r"`([^`\s]+)`", README))
+    for cmd in _commands():
+        candidates |= set(cmd)
+    paths = set()
+    for c in candidates:
+        c = c.strip("'\",").removeprefix("../")  # papermill paths are relative to notebooks/
+        if c.startswith(("http:", "https:")) or c.startswith(GENERATED):
+            continue
+        if c.startswith(TRACKED_TOP) or (c.count("/") == 0 and re.fullmatch(r"[\w.-]+\.(md|yml|toml|py)", c)):
+            paths.add(c)
+    return paths
+
+
+def test_readme_paths_exist():
+    paths = _named_paths()
+    assert "benchmarks/RESULTS.md" in paths and "docs/img/scan_orders.png" in paths  # the parser finds them
+    missing = [p for p in sorted(paths) if not (ROOT / p).exists()]
+    assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def _layout_entries() -> list[str]:
+    """Paths of the README's Layout section (`localmamba/` and the folders indented under it)."""
+    section = README.split("## Layout", 1)[1]
+    entries, parent = [], ""
+    for line in section.splitlines():
+        if not line.startswith("    ") or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        for m in re.finditer(r"(?:^|\s)([\w.-]+/)(?=\s|$)", line):
+            name = m.group(1)
+            if indent == 4 and m.start(1) == indent:
+                parent = name
+                entries.append(name)
+            elif indent > 4 and m.start(1) == indent:
+                entries.append(parent + name)
+            else:  # a second column: another top-level entry
+                entries.append(name)
+        if indent > 4:  # files named in a child's description, e.g. "reference.py:"
+            child = entries[-1]
+            entries += [child + f for f in re.findall(r"\b(\w+\.py)\b", line)]
+    return entries
+
+
+def test_readme_layout_exists():
+    entries = _layout_entries()
+    assert "localmamba/" in entries and "localmamba/ops/" in entries
+    missing = [e for e in entries if not (ROOT / e).exists() and not (ROOT / (e.rstrip("/") + ".py")).exists()]
+    assert not missing, f"README's Layout names what the tree does not have: {missing}"
+
+
+def _help_text(cmd: list[str]) -> str | None:
+    """``--help`` of a README command (python -m M / python path.py / torchrun ... -m M), run in-process."""
+    if cmd[0] == "torchrun":
+        cmd = ["python"] + cmd[cmd.index("-m"):]
+    if not cmd or Path(cmd[0]).name not in ("python", "python3"):
+        return None
+    if cmd[1] == "-m":
+        target, run = cmd[2], lambda: runpy.run_module(cmd[2], run_name="__main__", alter_sys=True)
+    elif cmd[1].endswith(".py"):
+        target, run = cmd[1], lambda: runpy.run_path(str(ROOT / cmd[1]), run_name="__main__")
+    else:
+        return None
+    out, argv = io.StringIO(), sys.argv
+    sys.argv = [target, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+            run()
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code in (0, None), f"{target} --help failed"
+    return out.getvalue()
+
+
+def test_readme_command_options_exist():
+    checked, unknown = set(), []
+    for cmd in _commands():
+        start = cmd.index("-m") if cmd[0] == "torchrun" else 0  # torchrun's own options come before -m
+        options = [a.split("=")[0] for a in cmd[start:] if a.startswith("--")]
+        if not options:
+            continue
+        helptext = _help_text(cmd)
+        if helptext is None:
+            continue
+        checked.add(cmd[cmd.index("-m") + 1] if "-m" in cmd else cmd[1])
+        words = set(re.findall(r"--[\w-]+", helptext))
+        unknown += [f"{' '.join(cmd[:3])} ... {o}" for o in options if o not in words]
+    assert {"localmamba.train", "localmamba.evaluate"} <= checked, checked
+    assert not unknown, f"README uses options its commands do not have: {unknown}"
+
+
+def test_readme_prose_options_exist():
+    """Options named in the prose (`--cuda-graph`) are options of the training or evaluation CLI, or of
+    another tool whose command the README shows with it (papermill's `--cwd`)."""
+    words = {a.split("=")[0] for cmd in _commands() if cmd[0] not in ("python", "python3") for a in cmd}
+    for module in ("localmamba.train", "localmamba.evaluate"):
+        words |= set(re.findall(r"--[\w-]+", _help_text(["python", "-m", module])))
+    named = set(re.findall(r"`(--[\w-]+)", _prose(README)))
+    assert named, "the parser found no option in the README's prose"
+    assert not named - words, f"README's prose names options no CLI has: {sorted(named - words)}"
+
+
+def _notebook_parameters(path: Path) -> set[str]:
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    return set(re.findall(r"^(\w+)\s*=", "".join(cell["source"]), re.M))
+
+
+def test_readme_papermill_parameters_exist():
+    runs = [c for c in _commands() if Path(c[0]).name == "papermill"]
+    assert runs, "the README has no papermill example"
+    for cmd in runs:
+        assert "--cwd" in cmd and cmd[cmd.index("--cwd") + 1] == "notebooks", "papermill needs --cwd notebooks"
+        notebook = next(a for a in cmd if a.endswith(".ipynb"))
+        names = {cmd[i + 1] for i, a in enumerate(cmd) if a == "-p"}
+        unknown = names - _notebook_parameters(ROOT / notebook)
+        assert not unknown, f"{notebook} has no parameters {sorted(unknown)}"
+
+
+def test_readme_make_targets_exist():
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"`make ([\w-]+)`", README)) | {c[1] for c in _commands() if c[0] == "make"}
+    assert {"notebooks", "test", "docs"} <= named
+    assert not named - targets, f"README names make targets the Makefile lacks: {sorted(named - targets)}"
+
+
+def test_readme_models_are_registered():
+    import timm
+
+    import localmamba  # noqa: F401  (registers the models)
+
+    registered = set(timm.list_models())
+    named = {m for m in re.findall(r"`([a-z_]+)`", README) if m.startswith(("local_", "vim_", "vmamba_", "test_local"))}
+    named |= set(re.findall(r'create_model\("([\w]+)"', README))
+    assert "local_vim_tiny" in named
+    assert not named - registered, f"README names models timm does not know: {sorted(named - registered)}"
+
+
+def test_readme_imports_import():
+    lines = [line.strip() for block in _code_blocks(README) for line in block.splitlines()
+             if re.match(r"\s*(from [\w.]+ import [\w, ]+|import [\w., ]+)(\s*#.*)?$", line)]
+    assert lines
+    for line in lines:
+        exec(compile(line.split("#")[0], "README.md", "exec"), {})
+
+
+def test_readme_figures_are_in_results():
+    """Every measured figure of the README's prose and tables (numbers of 3 or more digits) is in RESULTS."""
+    recipe = {"1024", "5000", "2403", "09338"}  # the recipe's lr batch, held-out images, the paper's arXiv id
+    numbers = set(re.findall(r"(?<![\w.,-])(\d{3,}|\d{1,3}(?:,\d{3})+)(?![\w,-]|\.\d)", _prose(README)))
+    numbers = {n.replace(",", "") for n in numbers} - recipe
+    assert "3298" in numbers, "the parser found no figure in the README"
+    results = RESULTS.replace(",", "")
+    missing = sorted(n for n in numbers if not re.search(rf"(?<!\d){n}(?!\d)", results))
+    assert not missing, f"README figures without a command in benchmarks/RESULTS.md: {missing}"
