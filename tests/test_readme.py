@@ -8,12 +8,14 @@ The CLIs' ``--help`` runs in this process (runpy), so torch is imported once for
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
 import runpy
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -114,16 +116,23 @@ def _help_text(cmd: list[str]) -> str | None:
     if not cmd or Path(cmd[0]).name not in ("python", "python3"):
         return None
     if cmd[1] == "-m":
-        target, run = cmd[2], lambda: runpy.run_module(cmd[2], run_name="__main__", alter_sys=True)
-    elif cmd[1].endswith(".py"):
-        target, run = cmd[1], lambda: runpy.run_path(str(ROOT / cmd[1]), run_name="__main__")
-    else:
-        return None
+        return _run_help(cmd[2], module=True)
+    if cmd[1].endswith(".py"):
+        return _run_help(cmd[1], module=False)
+    return None
+
+
+@functools.cache
+def _run_help(target: str, module: bool) -> str:
     out, argv = io.StringIO(), sys.argv
     sys.argv = [target, "--help"]
     try:
-        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
-            run()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module was imported by the package
+            if module:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(str(ROOT / target), run_name="__main__")
     finally:
         sys.argv = argv
     assert exit_info.value.code in (0, None), f"{target} --help failed"
