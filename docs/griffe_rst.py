@@ -3,7 +3,8 @@ habits; this makes them read right as Markdown in the API pages.
 
 - ``:func:`name``` / ``:class:``, ``:meth:``, ``:mod:``, ``:attr:`` roles become code spans;
 - ````double backticks```` become single ones;
-- a ``*`` between two non-spaces (``delta*A``, ``9*B*L*D*N``) is escaped, not read as emphasis.
+- a ``*`` between two non-spaces (``delta*A``, ``9*B*L*D*N``) is escaped, not read as emphasis;
+- ``text::`` before a literal block loses one colon (the block is indented, so Markdown shows it as code).
 """
 from __future__ import annotations
 
@@ -17,11 +18,19 @@ _STAR = re.compile(r"(?<=[^\s*\\])\*(?=[^\s*])")
 
 
 def markdownify(text: str) -> str:
-    """A docstring's reStructuredText habits as Markdown; code spans are left alone."""
-    text = _ROLE.sub(r"`\1`", text)
-    text = _DOUBLE.sub(r"`\1`", text)
-    parts = re.split(r"(`[^`]*`)", text)  # escape stars outside code spans only
-    return "".join(p if p.startswith("`") else _STAR.sub(r"\\*", p) for p in parts)
+    """A docstring's reStructuredText habits as Markdown; code (spans, indented blocks) is left alone."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("    ") or not line.strip():  # an indented (literal) block
+            lines.append(line)
+            continue
+        line = _ROLE.sub(r"`\1`", line)
+        line = _DOUBLE.sub(r"`\1`", line)
+        if line.endswith("::"):  # "as follows::" introduces a literal block
+            line = line[:-1]
+        parts = re.split(r"(`[^`]*`)", line)  # escape stars outside code spans only
+        lines.append("".join(p if p.startswith("`") else _STAR.sub(r"\\*", p) for p in parts))
+    return "\n".join(lines)
 
 
 class MarkdownDocstrings(Extension):
