@@ -12,7 +12,7 @@ process: ``stacked`` (ours: one gather and one selective-scan call for all direc
 :meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
 backend (``--backend``, default auto: mamba-ssm's kernel when it imports). ``--formulations compiled``
 adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
-``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.cuda_graphs`: the inference forward, and
+``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
 op dispatch out of the step time.
 """
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import localmamba  # noqa: F401
-from localmamba.cuda_graphs import InferenceGraph, graph_for_training
+from localmamba.engine.cuda_graphs import InferenceGraph, graph_for_training
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import compile_model
 from localmamba.ops import available_backends, selective_scan

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from localmamba.distributed import read_metrics
+from localmamba.engine.distributed import read_metrics
 
 MODELS = {"local_vim_tiny_cifar": "configs/cifar10_local_vim_tiny{}.yaml", "vim_tiny_cifar": "configs/cifar10_vim_tiny{}.yaml"}
 

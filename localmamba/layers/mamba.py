@@ -22,15 +22,17 @@ class MultiDirectionMamba(nn.Module):
     in_proj -> scan x and z in every direction (one gather, sequences zero-padded to one length)
     -> per-direction causal depthwise conv1d + SiLU -> K selective scans in one call, gated by
     silu(z) -> reverse every direction to token order -> channel attention per direction -> sum
-    -> out_proj. ``directions=None`` builds the search supernet over the 8 original candidates.
+    -> out_proj. ``directions=None`` builds the search supernet over the 8 original candidates;
+    ``search=True`` makes ``directions`` the candidates of a supernet layer instead.
     With ``cls_position`` set, the class token is kept out of the 2-D scan and inserted at that
     index of every scanned sequence (the middle-class-token model).
     """
 
     def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
-                 d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto", dt_init: str = "vim"):
+                 d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto", dt_init: str = "vim",
+                 search: bool = False):
         super().__init__()
-        self.search = directions is None
+        self.search = directions is None or search
         self.directions = tuple(ORIGINAL_CANDIDATES if directions is None else directions)
         scan_plan(self.directions, 1, 1)  # validates the names now rather than at the first forward
         K = len(self.directions)

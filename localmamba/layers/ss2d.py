@@ -20,14 +20,15 @@ class SS2D(nn.Module):
 
     in_proj -> x, z halves; x: depthwise conv2d + SiLU -> scan in all K directions (zero-padded to
     the longest) -> one selective scan over K*D channels -> reverse -> channel attention per
-    direction -> sum (or search mix) -> LayerNorm -> * silu(z) -> out_proj.
+    direction -> sum (or search mix) -> LayerNorm -> * silu(z) -> out_proj. ``directions=None``: a
+    search layer over the 8 original candidates; ``search=True``: a search layer over ``directions``.
     """
 
     def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
                  ssm_ratio: float = 2.0, dt_rank: int | str = "auto", d_conv: int = 3, conv_bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, search: bool = False):
         super().__init__()
-        self.search = directions is None
+        self.search = directions is None or search
         self.directions = tuple(ORIGINAL_CANDIDATES if directions is None else directions)
         scan_plan(self.directions, 1, 1)  # validate names early
         K = len(self.directions)

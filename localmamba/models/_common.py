@@ -1,11 +1,15 @@
 """What LocalVim and LocalVMamba share: the classifier interface, weight init and registry defaults."""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg
+from timm.models._features import feature_take_indices
 
-from ._compat import feature_take_indices
+from .checkpoints import load_pretrained
 
 RELEASE_URL = "https://github.com/hunto/LocalMamba/releases/download/v1.0.0/"
 #: pretrained_cfg entries of the 32x32, 10-class variants; ``CIFAR10`` adds CIFAR-10's mean and std
@@ -19,6 +23,23 @@ def cfg(url: str = "", **kwargs) -> dict:
                    interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                    first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
                    paper_ids="arXiv:2403.09338"), **kwargs}
+
+
+def build(model_cls: type, variant: str, pretrained: bool, filter_fn: Callable, out_indices: Sequence[int],
+          **kwargs) -> nn.Module:
+    """A registered variant, as timm's ``_create_*`` functions build theirs.
+
+    ``pretrained=True`` loads the weights named by the pretrained config through ``filter_fn``
+    (``trust_pickle=True`` lets a checkpoint hold more than tensors); ``features_only=True`` returns the
+    maps of ``out_indices`` unless the caller gives its own.
+    """
+    trust_pickle = kwargs.pop("trust_pickle", False)
+    indices = kwargs.pop("out_indices", None) or tuple(out_indices)
+    model = build_model_with_cfg(model_cls, variant, pretrained=False,
+                                 feature_cfg=dict(out_indices=indices, feature_cls="getter"), **kwargs)
+    if pretrained:
+        load_pretrained(model, filter_fn, trust_pickle=trust_pickle)
+    return model
 
 
 def init_vit_weights(m: nn.Module) -> None:

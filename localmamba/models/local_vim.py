@@ -12,26 +12,30 @@ same), a final Add -> RMSNorm, mean pooling (or the middle class token) and a li
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, PatchEmbed, trunc_normal_
-from timm.models import generate_default_cfgs
-from ._compat import feature_take_indices
+from timm.layers import DropPath, PatchEmbed, to_2tuple, trunc_normal_
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
-from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
-from ._loading import register_variant
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights
+from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VIM_CIFAR_DIRECTIONS, LOCAL_VIM_DIRECTIONS,
+                         LOCAL_VIM_SMALL_DIRECTIONS, VIM_DIRECTIONS, Directions, resolve_directions)
 
 __all__ = ["LocalVim", "checkpoint_filter_fn"]
 
-Directions = Sequence[Sequence[str] | None] | None
-
 
 class LocalVim(Backbone):
-    """Plain LocalMamba model. ``directions``: one tuple per layer; None (or a None entry) is a search layer."""
+    """Plain LocalMamba model.
+
+    ``directions``: one list of names per layer, a :class:`~localmamba.models.DirectionSpec` or the path
+    of a spec file; None (or a None entry) is a search layer over ``candidates`` (default: the original 8).
+    """
 
     norm_attr = "norm_f"
 
@@ -44,6 +48,7 @@ class LocalVim(Backbone):
         embed_dim: int = 192,
         depth: int = 20,
         directions: Directions = None,
+        candidates: Sequence[str] | None = None,
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,
@@ -63,10 +68,8 @@ class LocalVim(Backbone):
             raise ValueError(f"cls_token must be 'none' or 'middle', got {cls_token!r}")
         if rope and cls_token != "none":
             raise ValueError("RoPE with a class token is not supported (the original never combines them)")
-        if directions is None:
-            directions = [None] * depth
-        if len(directions) != depth:
-            raise ValueError(f"need one direction set per layer: got {len(directions)} for depth {depth}")
+        directions = resolve_directions(directions, "local_vim", depth) or [None] * depth
+        self.candidates = tuple(CANDIDATES if candidates is None else candidates)
         self.num_classes = num_classes
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
         self.patch_size = patch_size
@@ -79,7 +82,13 @@ class LocalVim(Backbone):
         else:
             self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                           embed_dim=embed_dim, strict_img_size=False, dynamic_img_pad=True)
-        self.grid_size = tuple(self.patch_embed.grid_size)
+        # the grid the forward really uses: an image size that is not a multiple of the patch is zero-padded
+        self.grid_size = tuple(self.patch_embed.dynamic_feat_size(to_2tuple(img_size)))
+        padded = tuple(g * patch_size for g in self.grid_size)
+        if padded != to_2tuple(img_size):
+            warnings.warn(f"img_size {to_2tuple(img_size)} is not a multiple of patch_size {patch_size}: images are "
+                          f"zero-padded to {padded}, grid_size {self.grid_size}; pass "
+                          f"img_size={padded[0] if padded[0] == padded[1] else padded} to silence this", stacklevel=2)
         n = self.grid_size[0] * self.grid_size[1]
         self.num_prefix_tokens = 1 if cls_token == "middle" else 0
         if cls_token == "middle":
@@ -90,8 +99,9 @@ class LocalVim(Backbone):
 
         dpr = [0.0] + torch.linspace(0, drop_path_rate, depth).tolist()  # the original shifts by one
         self.layers = nn.ModuleList([
-            MambaBlock(embed_dim, MultiDirectionMamba(embed_dim, self.directions[i], d_state=d_state,
-                                                      d_conv=d_conv, expand=expand, dt_init="vim"),
+            MambaBlock(embed_dim, MultiDirectionMamba(embed_dim, self.directions[i] or self.candidates,
+                                                      d_state=d_state, d_conv=d_conv, expand=expand, dt_init="vim",
+                                                      search=self.directions[i] is None),
                        drop_path=dpr[i])
             for i in range(depth)
         ])
@@ -284,56 +294,90 @@ default_cfgs = generate_default_cfgs({
     "vim_tiny": cfg(),
     "vim_small": cfg(),
     "local_vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
+    "local_vim_tiny_cifar_search": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
     "test_local_vim": cfg(**SMALL_INPUT),
     "vim_tiny_cifar": cfg(**CIFAR10, first_conv="patch_embed.convs.0"),
 })
 
-#: Per-layer directions of LocalVim-T/S, found by the original search (shared by both sizes).
-LOCAL_VIM_DIRECTIONS = (
-    ("h", "v_flip", "w7", "w7_flip"), ("h_flip", "w2_flip", "w7", "w7_flip"), ("h", "h_flip", "v", "w7"),
-    ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "h_flip", "v", "v_flip"),
-    ("h_flip", "v", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2_flip"), ("h", "h_flip", "v", "v_flip"),
-    ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w2"), ("h", "v", "v_flip", "w2_flip"),
-    ("h", "h_flip", "v_flip", "w7"), ("h_flip", "v", "v_flip", "w2"), ("h", "h_flip", "v", "v_flip"),
-    ("h", "v", "w2", "w2_flip"), ("v", "v_flip", "w2", "w7"), ("h", "h_flip", "v", "w2"),
-    ("h", "h_flip", "w2_flip", "w7"), ("v", "v_flip", "w2", "w2_flip"),
-)
-
-#: local_vim_small as the original registry ends up with it: its file defines ``local_vim_small``
-#: twice and the second definition, (h, h_flip, w2, w2_flip) in every layer, wins.
-LOCAL_VIM_SMALL_DIRECTIONS = (("h", "h_flip", "w2", "w2_flip"),) * 20
-
-#: LocalVim-T's searched directions with w7 (half of a 14x14 grid) mapped to w4 (half of 8x8), first 12 layers.
-LOCAL_VIM_CIFAR_DIRECTIONS = tuple(tuple(d.replace("w7", "w4") for d in ds) for ds in LOCAL_VIM_DIRECTIONS[:12])
+def _create_local_vim(variant: str, pretrained: bool = False, **kwargs) -> LocalVim:
+    """Build a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at depth 20,
+    as the original detection backbone)."""
+    depth = kwargs.get("depth", 20)
+    out_indices = sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})
+    return build(LocalVim, variant, pretrained, checkpoint_filter_fn, out_indices, **kwargs)
 
 
-def _entry(name: str, **arch):
-    """Register a LocalVim variant; features_only takes four evenly spaced layers ((4, 9, 14, 19) at
-    depth 20, as the original detection backbone)."""
-    return register_variant(
-        name, LocalVim, checkpoint_filter_fn, __name__,
-        dict(family="local_vim", embed_dim=arch["embed_dim"], depth=arch["depth"],
-             directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
-             search=arch.get("directions") is None, cls_token=arch.get("cls_token", "none") != "none",
-             stem="patch" if arch.get("stem", "patch") == "patch" else
-             f"{arch.get('stem_depth', 1) * (1 + int(math.log2(arch['patch_size'])))} convs"),
-        lambda kw: tuple(sorted({max(0, round(kw.get("depth", 20) * k / 4) - 1) for k in (1, 2, 3, 4)})),
-        **arch)
+@register_model
+def local_vim_tiny(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T: width 192, 20 layers, the original search's directions."""
+    model_args = dict(embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)
+    return _create_local_vim("local_vim_tiny", pretrained, **dict(model_args, **kwargs))
 
 
-local_vim_tiny = _entry("local_vim_tiny", embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS)
-local_vim_tiny_middle_cls_token = _entry("local_vim_tiny_middle_cls_token", embed_dim=192, depth=20,
-                                         directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
-local_vim_small = _entry("local_vim_small", embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
-local_vim_tiny_search = _entry("local_vim_tiny_search", embed_dim=128, depth=20, directions=None)
-vim_tiny = _entry("vim_tiny", embed_dim=192, depth=20, directions=(("h", "h_flip"),) * 20)
-vim_small = _entry("vim_small", embed_dim=384, depth=20, directions=(("h", "h_flip"),) * 20)
+@register_model
+def local_vim_tiny_middle_cls_token(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T with a class token in the middle of the sequence and no RoPE (the original's 77.8% model)."""
+    model_args = dict(embed_dim=192, depth=20, directions=LOCAL_VIM_DIRECTIONS, rope=False, cls_token="middle")
+    return _create_local_vim("local_vim_tiny_middle_cls_token", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_small(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-S: width 384, 20 layers, the directions the original registry ends up with."""
+    model_args = dict(embed_dim=384, depth=20, directions=LOCAL_VIM_SMALL_DIRECTIONS)
+    return _create_local_vim("local_vim_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_tiny_search(pretrained: bool = False, **kwargs) -> LocalVim:
+    """The original LocalVim supernet: width 128, 20 layers, each searching the 8 candidates."""
+    model_args = dict(embed_dim=128, depth=20, directions=None)
+    return _create_local_vim("local_vim_tiny_search", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_tiny(pretrained: bool = False, **kwargs) -> LocalVim:
+    """Vim-T's twin: LocalVim-T with Vim's two global scans in every layer."""
+    model_args = dict(embed_dim=192, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+    return _create_local_vim("vim_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_small(pretrained: bool = False, **kwargs) -> LocalVim:
+    """Vim-S's twin: LocalVim-S with Vim's two global scans in every layer."""
+    model_args = dict(embed_dim=384, depth=20, directions=(VIM_DIRECTIONS,) * 20)
+    return _create_local_vim("vim_small", pretrained, **dict(model_args, **kwargs))
+
+
 # CIFAR: a conv stem to an 8x8 token grid (see layers.stem), 12 layers, the first 12 searched direction
 # sets with 4x4 windows in place of 7x7; the Vim-style twin differs in its directions alone
-local_vim_tiny_cifar = _entry("local_vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
-                              num_classes=10, directions=LOCAL_VIM_CIFAR_DIRECTIONS, pt_hw_seq_len=8)
-# tiny variants for tests and CPU demos (timm's ``test_*`` convention)
-test_local_vim = _entry("test_local_vim", img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10,
-                        directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")), pt_hw_seq_len=4)
-vim_tiny_cifar = _entry("vim_tiny_cifar", img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12,
-                        num_classes=10, directions=(("h", "h_flip"),) * 12, pt_hw_seq_len=8)
+_CIFAR = dict(img_size=32, patch_size=4, stem="conv", embed_dim=192, depth=12, num_classes=10, pt_hw_seq_len=8)
+
+
+@register_model
+def local_vim_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVim:
+    """LocalVim-T for 32x32 images: conv stem, 12 layers, the searched directions with w7 made w4."""
+    model_args = dict(_CIFAR, directions=LOCAL_VIM_CIFAR_DIRECTIONS)
+    return _create_local_vim("local_vim_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vim_tiny_cifar_search(pretrained: bool = False, **kwargs) -> LocalVim:
+    """The supernet of local_vim_tiny_cifar: its geometry, every layer searching the 8 candidates (w7 made w4)."""
+    model_args = dict(_CIFAR, directions=None, candidates=CIFAR_CANDIDATES)
+    return _create_local_vim("local_vim_tiny_cifar_search", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vim_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVim:
+    """local_vim_tiny_cifar with Vim's two global scans in every layer."""
+    model_args = dict(_CIFAR, directions=(VIM_DIRECTIONS,) * 12)
+    return _create_local_vim("vim_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_local_vim(pretrained: bool = False, **kwargs) -> LocalVim:
+    """A tiny LocalVim for tests and CPU demos (timm's ``test_*`` convention)."""
+    model_args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_classes=10, pt_hw_seq_len=4,
+                      directions=(("h", "v_flip", "w2", "w3_flip"), ("h", "h_flip", "v", "w2")))
+    return _create_local_vim("test_local_vim", pretrained, **dict(model_args, **kwargs))

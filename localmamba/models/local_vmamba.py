@@ -8,18 +8,20 @@ and Swin ``PatchMerging``: the same functions and parameter names as the origina
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed
-from timm.models import generate_default_cfgs
+from timm.layers import PatchEmbed, to_2tuple
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging
-from ._compat import feature_take_indices
 
 from ..layers import SS2D, VSSBlock
-from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, cfg, init_vit_weights
-from ._loading import register_variant
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights
+from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VSSM_CIFAR_DIRECTIONS, LOCAL_VSSM_SMALL_DIRECTIONS,
+                         LOCAL_VSSM_TINY_DIRECTIONS, VMAMBA_DIRECTIONS, Directions, resolve_directions)
 
 __all__ = ["LocalVMamba", "checkpoint_filter_fn"]
 
@@ -38,7 +40,12 @@ class Stage(nn.Module):
 
 
 class LocalVMamba(Backbone):
-    """Hierarchical LocalMamba. ``directions``: one tuple per block over all stages; None = search supernet."""
+    """Hierarchical LocalMamba.
+
+    ``directions``: one list of names per block over all stages, a :class:`~localmamba.models.DirectionSpec`
+    or the path of a spec file; None (or a None entry) is a search block over ``candidates`` (default: the
+    original 8).
+    """
 
     norm_attr = "norm"
 
@@ -50,7 +57,8 @@ class LocalVMamba(Backbone):
         num_classes: int = 1000,
         dims: Sequence[int] = (96, 192, 384, 768),
         depths: Sequence[int] = (2, 2, 9, 2),
-        directions: Sequence[Sequence[str] | None] | None = None,
+        directions: Directions = None,
+        candidates: Sequence[str] | None = None,
         d_state: int = 16,
         ssm_ratio: float = 2.0,
         d_conv: int = 3,
@@ -65,10 +73,14 @@ class LocalVMamba(Backbone):
         if len(dims) != len(depths):
             raise ValueError(f"dims and depths need one entry per stage, got {dims} and {depths}")
         n_blocks = sum(depths)
-        if directions is None:
-            directions = [None] * n_blocks
-        if len(directions) != n_blocks:
-            raise ValueError(f"need one direction set per block: got {len(directions)} for {n_blocks} blocks")
+        directions = resolve_directions(directions, "local_vmamba", n_blocks) or [None] * n_blocks
+        self.candidates = tuple(CANDIDATES if candidates is None else candidates)
+        cropped = img_size and tuple(s - s % patch_size for s in to_2tuple(img_size))
+        if img_size and cropped != to_2tuple(img_size):
+            warnings.warn(f"img_size {to_2tuple(img_size)} is not a multiple of patch_size {patch_size}: the stem "
+                          f"ignores the last rows and columns, as the original's, and sees {cropped}; pass "
+                          f"img_size={cropped[0] if cropped[0] == cropped[1] else cropped} to silence this",
+                          stacklevel=2)
         self.num_classes = num_classes
         self.dims = dims
         self.num_features = self.head_hidden_size = dims[-1]
@@ -82,8 +94,9 @@ class LocalVMamba(Backbone):
         self.feature_info = []
         b = 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
-            blocks = [VSSBlock(dim, SS2D(dim, self.directions[b + j], d_state=d_state, ssm_ratio=ssm_ratio,
-                                         d_conv=d_conv), drop_path=dpr[b + j]) for j in range(depth)]
+            blocks = [VSSBlock(dim, SS2D(dim, self.directions[b + j] or self.candidates, d_state=d_state,
+                                         ssm_ratio=ssm_ratio, d_conv=d_conv, search=self.directions[b + j] is None),
+                               drop_path=dpr[b + j]) for j in range(depth)]
             b += depth
             # the original PatchMerging2D: odd sizes zero-padded, 2x2 neighbours in its order (x00, x10, x01, x11)
             down = PatchMerging(dim, dims[i + 1]) if i < len(dims) - 1 else nn.Identity()
@@ -156,62 +169,90 @@ default_cfgs = generate_default_cfgs({
     "vmamba_tiny": _cfg(),
     "vmamba_small": _cfg(),
     "local_vssm_tiny_cifar": _cfg(**CIFAR10),
+    "local_vssm_tiny_cifar_search": _cfg(**CIFAR10),
     "vmamba_tiny_cifar": _cfg(**CIFAR10),
     "test_local_vssm": _cfg(**SMALL_INPUT),
 })
 
-#: Per-block directions found by the original search.
-LOCAL_VSSM_TINY_DIRECTIONS = (
-    ("h", "h_flip", "w7", "w7_flip"), ("h_flip", "v_flip", "w2", "w2_flip"), ("h_flip", "v_flip", "w2_flip", "w7"),
-    ("h_flip", "v", "v_flip", "w2"), ("h", "h_flip", "v_flip", "w2_flip"), ("h_flip", "v_flip", "w2", "w2_flip"),
-    ("h", "w2_flip", "w7", "w7_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "v_flip", "w7", "w7_flip"),
-    ("h_flip", "v", "w2", "w7_flip"), ("v", "v_flip", "w2", "w7_flip"), ("h", "h_flip", "v_flip", "w2_flip"),
-    ("v_flip", "w2_flip", "w7", "w7_flip"), ("h_flip", "v_flip", "w2_flip", "w7_flip"), ("h_flip", "v", "w7", "w7_flip"),
-)
-LOCAL_VSSM_SMALL_DIRECTIONS = (
-    ("h", "v", "v_flip", "w7_flip"), ("h", "h_flip", "v", "w7"), ("h_flip", "v", "v_flip", "w7"),
-    ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v_flip", "w2", "w7_flip"),
-    ("h_flip", "v", "v_flip", "w7"), ("h", "v", "v_flip", "w7"), ("h", "v", "v_flip", "w7"),
-    ("h", "v", "v_flip", "w7_flip"), ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w2"),
-    ("v", "v_flip", "w2_flip", "w7"), ("h", "h_flip", "v", "w2"), ("h_flip", "v", "v_flip", "w7_flip"),
-    ("h", "h_flip", "v", "v_flip"), ("h", "v", "v_flip", "w7_flip"), ("h", "v", "v_flip", "w7_flip"),
-    ("h", "h_flip", "v_flip", "w7"), ("h_flip", "v_flip", "w2_flip", "w7"), ("h_flip", "v", "v_flip", "w7_flip"),
-    ("v", "v_flip", "w7", "w7_flip"), ("h", "v", "v_flip", "w7_flip"), ("h_flip", "v", "v_flip", "w2"),
-    ("h", "v", "v_flip", "w2_flip"), ("h", "h_flip", "v", "w7"), ("h", "h_flip", "w7", "w7_flip"),
-    ("h", "v_flip", "w2", "w2_flip"), ("h", "v_flip", "w2", "w7"), ("h", "v", "v_flip", "w7_flip"),
-    ("h_flip", "v", "w2_flip", "w7"), ("h_flip", "v_flip", "w7", "w7_flip"), ("h", "v", "w7", "w7_flip"),
-)
-VMAMBA_DIRECTIONS = ("h", "h_flip", "v", "v_flip")
+def _create_local_vmamba(variant: str, pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """Build a LocalVMamba variant; features_only takes the four stages."""
+    return build(LocalVMamba, variant, pretrained, checkpoint_filter_fn, (0, 1, 2, 3), **kwargs)
 
 
-def _entry(name: str, **arch):
-    """Register a LocalVMamba variant; features_only takes the four stages."""
-    return register_variant(
-        name, LocalVMamba, checkpoint_filter_fn, __name__,
-        dict(family="local_vmamba", dims=list(arch["dims"]), depths=list(arch["depths"]),
-             directions=8 if arch.get("directions") is None else len(arch["directions"][0]),
-             search=arch.get("directions") is None),
-        lambda kw: (0, 1, 2, 3), **arch)
+_TINY = dict(dims=(96, 192, 384, 768), depths=(2, 2, 9, 2), drop_path_rate=0.2)
+_SMALL = dict(dims=(96, 192, 384, 768), depths=(2, 2, 27, 2), drop_path_rate=0.2)
+# the original supernets: a quarter of the width, the depths of T and S
+_SEARCH_TINY = dict(dims=(32, 64, 128, 256), depths=(2, 2, 9, 2), drop_path_rate=0.1, directions=None)
+_SEARCH_SMALL = dict(dims=(32, 64, 128, 256), depths=(2, 2, 27, 2), drop_path_rate=0.1, directions=None)
+# CIFAR (32x32): patch 2 gives 16, 8, 4, 2 grids; w4 and w2 suit them as w7 and w2 suit 56..7
+_CIFAR = dict(img_size=32, patch_size=2, num_classes=10, dims=(48, 96, 192, 384), depths=(2, 2, 6, 2),
+              drop_path_rate=0.1)
 
 
-local_vssm_tiny = _entry("local_vssm_tiny", dims=(96, 192, 384, 768), depths=(2, 2, 9, 2),
-                         directions=LOCAL_VSSM_TINY_DIRECTIONS, drop_path_rate=0.2)
-local_vssm_small = _entry("local_vssm_small", dims=(96, 192, 384, 768), depths=(2, 2, 27, 2),
-                          directions=LOCAL_VSSM_SMALL_DIRECTIONS, drop_path_rate=0.2)
-local_vssm_tiny_search = _entry("local_vssm_tiny_search", dims=(32, 64, 128, 256), depths=(2, 2, 9, 2),
-                                directions=None, drop_path_rate=0.1)
-local_vssm_small_search = _entry("local_vssm_small_search", dims=(32, 64, 128, 256), depths=(2, 2, 27, 2),
-                                 directions=None, drop_path_rate=0.1)
-vmamba_tiny = _entry("vmamba_tiny", dims=(96, 192, 384, 768), depths=(2, 2, 9, 2),
-                     directions=(VMAMBA_DIRECTIONS,) * 15, drop_path_rate=0.2)
-vmamba_small = _entry("vmamba_small", dims=(96, 192, 384, 768), depths=(2, 2, 27, 2),
-                      directions=(VMAMBA_DIRECTIONS,) * 33, drop_path_rate=0.2)
-# CIFAR (32x32): patch 2 gives 16, 8, 4, 2 grids; w4 and w2 suit them as w7 and w2 suit 56..7.
-local_vssm_tiny_cifar = _entry("local_vssm_tiny_cifar", img_size=32, patch_size=2, num_classes=10,
-                               dims=(48, 96, 192, 384), depths=(2, 2, 6, 2), drop_path_rate=0.1,
-                               directions=tuple(tuple(d.replace("w7", "w4") for d in ds)
-                                                for ds in LOCAL_VSSM_TINY_DIRECTIONS[:4] + LOCAL_VSSM_TINY_DIRECTIONS[-8:]))
-vmamba_tiny_cifar = _entry("vmamba_tiny_cifar", img_size=32, patch_size=2, num_classes=10, dims=(48, 96, 192, 384),
-                           depths=(2, 2, 6, 2), directions=(VMAMBA_DIRECTIONS,) * 12, drop_path_rate=0.1)
-test_local_vssm = _entry("test_local_vssm", patch_size=2, num_classes=10, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1),
-                         directions=(("h", "w2"), ("v_flip", "w3"), ("h_flip", "v"), ("w2_flip", "h")), drop_path_rate=0.1)
+@register_model
+def local_vssm_tiny(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """LocalVMamba-T: dims 96-768, depths 2, 2, 9, 2, the original search's directions."""
+    model_args = dict(_TINY, directions=LOCAL_VSSM_TINY_DIRECTIONS)
+    return _create_local_vmamba("local_vssm_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vssm_small(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """LocalVMamba-S: dims 96-768, depths 2, 2, 27, 2, the original search's directions."""
+    model_args = dict(_SMALL, directions=LOCAL_VSSM_SMALL_DIRECTIONS)
+    return _create_local_vmamba("local_vssm_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vssm_tiny_search(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """The original LocalVMamba-T supernet: dims 32-256, every block searching the 8 candidates."""
+    return _create_local_vmamba("local_vssm_tiny_search", pretrained, **dict(_SEARCH_TINY, **kwargs))
+
+
+@register_model
+def local_vssm_small_search(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """The original LocalVMamba-S supernet: dims 32-256, every block searching the 8 candidates."""
+    return _create_local_vmamba("local_vssm_small_search", pretrained, **dict(_SEARCH_SMALL, **kwargs))
+
+
+@register_model
+def vmamba_tiny(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """VMamba-T's twin: LocalVMamba-T with VMamba's four global scans in every block."""
+    model_args = dict(_TINY, directions=(VMAMBA_DIRECTIONS,) * 15)
+    return _create_local_vmamba("vmamba_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vmamba_small(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """VMamba-S's twin: LocalVMamba-S with VMamba's four global scans in every block."""
+    model_args = dict(_SMALL, directions=(VMAMBA_DIRECTIONS,) * 33)
+    return _create_local_vmamba("vmamba_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vssm_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """LocalVMamba-T for 32x32 images: patch 2, dims 48-384, depths 2, 2, 6, 2, searched directions (w7 made w4)."""
+    model_args = dict(_CIFAR, directions=LOCAL_VSSM_CIFAR_DIRECTIONS)
+    return _create_local_vmamba("local_vssm_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def local_vssm_tiny_cifar_search(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """The supernet of local_vssm_tiny_cifar: its geometry, every block searching the 8 candidates (w7 made w4)."""
+    model_args = dict(_CIFAR, directions=None, candidates=CIFAR_CANDIDATES)
+    return _create_local_vmamba("local_vssm_tiny_cifar_search", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vmamba_tiny_cifar(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """local_vssm_tiny_cifar with VMamba's four global scans in every block."""
+    model_args = dict(_CIFAR, directions=(VMAMBA_DIRECTIONS,) * 12)
+    return _create_local_vmamba("vmamba_tiny_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def test_local_vssm(pretrained: bool = False, **kwargs) -> LocalVMamba:
+    """A tiny LocalVMamba for tests and CPU demos (timm's ``test_*`` convention)."""
+    model_args = dict(patch_size=2, num_classes=10, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), drop_path_rate=0.1,
+                      directions=(("h", "w2"), ("v_flip", "w3"), ("h_flip", "v"), ("w2_flip", "h")))
+    return _create_local_vmamba("test_local_vssm", pretrained, **dict(model_args, **kwargs))

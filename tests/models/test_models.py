@@ -1,4 +1,6 @@
 """The timm interface of both families, on tiny registered variants."""
+import warnings
+
 import pytest
 import timm
 import torch
@@ -154,9 +156,9 @@ def test_search_supernet_weights():
 def test_bad_configuration_errors():
     with pytest.raises(ValueError, match="valid are"):
         timm.create_model("test_local_vim", directions=(("h", "q"), ("h",)))
-    with pytest.raises(ValueError, match="one direction set per layer"):
+    with pytest.raises(ValueError, match=r"depth 20 but the local_vim model has depth 3 \(3 layers\)"):
         timm.create_model("local_vim_tiny", depth=3)
-    with pytest.raises(ValueError, match="one direction set per block"):
+    with pytest.raises(ValueError, match=r"depth 15 but the local_vmamba model has depth 4 \(4 blocks\)"):
         timm.create_model("local_vssm_tiny", depths=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="stem must be"):
         timm.create_model("test_local_vim", stem="convs")
@@ -220,3 +222,18 @@ def test_compile_model_traces_the_model_as_one_graph():
     finally:
         torch._dynamo.reset()
     assert counts[0] > 1 and counts[1] == 1
+
+
+def test_an_image_size_off_the_patch_grid_warns_and_reports_the_grid_it_uses():
+    with pytest.warns(UserWarning, match=r"not a multiple of patch_size 16: images are zero-padded to \(112, 112\)"):
+        model = timm.create_model("local_vim_tiny", img_size=100, depth=2, directions=[["h", "w2"]] * 2).eval()
+    assert model.grid_size == (7, 7) and model.pos_embed.shape[1] == 49
+    with torch.no_grad():
+        (fmap,) = model.forward_intermediates(torch.randn(1, 3, 100, 100), indices=1, intermediates_only=True)
+    assert tuple(fmap.shape[-2:]) == model.grid_size  # what grid_size says is what the forward uses
+    with pytest.warns(UserWarning, match=r"the stem ignores the last rows and columns.*sees \(30, 30\)"):
+        timm.create_model("test_local_vssm", img_size=31)  # patch 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert timm.create_model("local_vim_tiny", img_size=112, depth=2, directions=[["h"]] * 2).grid_size == (7, 7)
+        timm.create_model("test_local_vssm", img_size=32)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import localmamba  # noqa: F401  (registers the models)
-from localmamba import train as T
-from localmamba.cuda_graphs import InferenceGraph, graph_for_training
+from localmamba.engine import train as T
+from localmamba.engine.cuda_graphs import InferenceGraph, graph_for_training
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 MODELS = ["local_vim_tiny_cifar", "local_vssm_tiny_cifar"]

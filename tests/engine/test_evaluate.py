@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from localmamba import data as D
-from localmamba import evaluate as E
-from localmamba import viz
-from localmamba import train as T
+from localmamba.notebook import training
+from localmamba.engine import checkpoint, data
+from localmamba.engine import evaluate as E
+from localmamba.engine import train as T
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,9 @@ def test_engine_checkpoint_reproduces_training_metrics(run):
 def test_evaluate_models_in_one_pass_equals_separate_passes():
     import timm
 
-    ds = D.make_fake_images(10, 40, 32, seed=1)
-    ds.transform = D.eval_transform(32)
-    loader = D.build_loader(ds, 16, train=False, workers=0)
+    ds = data.make_fake_images(10, 40, 32, seed=1)
+    ds.transform = data.eval_transform(32)
+    loader = data.build_loader(ds, 16, train=False, workers=0)
     torch.manual_seed(0)
     a = timm.create_model("test_vit", num_classes=10, img_size=32)
     b = timm.create_model("test_vit", num_classes=10, img_size=32).train()
@@ -71,7 +71,7 @@ def test_evaluating_a_val_or_test_folder_needs_no_training_images(run, tmp_path)
     out, _ = run
     plain = tmp_path / "plain.pth"
     torch.save(torch.load(out / "last.pth", weights_only=True)["model"], plain)
-    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=4, val_per_class=3, size=32)
+    root = data.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=4, val_per_class=3, size=32)
     kw = dict(img_size=32, device="cpu", workers=0)
     with_train = E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), **kw)
     assert E.evaluate(plain, "test_vit", dataset="cifar10", data_dir=str(root), split="train", **kw)["n"] == 16
@@ -85,15 +85,15 @@ def test_evaluating_a_val_or_test_folder_needs_no_training_images(run, tmp_path)
 def test_interpolation_comes_from_the_checkpoint_as_in_training(run, tmp_path):
     out, _ = run
     # 48 px images scored at 32 px from a lazily read folder: the resize is the eval transform's
-    root = D.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=2, val_per_class=4, size=48)
+    root = data.make_fake_image_folder(tmp_path / "f", num_classes=4, train_per_class=2, val_per_class=4, size=48)
     ckpt = torch.load(out / "last.pth", weights_only=True)
     ckpt["config"].update(dataset="imagenet", data_dir=str(root), val_split=0, interpolation="nearest")
     path = tmp_path / "nearest.pth"
     torch.save(ckpt, path)
     net, _ = E.load_model(path)
-    _, val, _ = D.build_datasets("imagenet", str(root), load_train=False)
-    val.transform = D.eval_transform(32, interpolation="nearest")  # what training validated with
-    ref = E.evaluate_model(net, D.build_loader(val, 256, train=False, workers=0), "cpu")
+    _, val, _ = data.build_datasets("imagenet", str(root), load_train=False)
+    val.transform = data.eval_transform(32, interpolation="nearest")  # what training validated with
+    ref = E.evaluate_model(net, data.build_loader(val, 256, train=False, workers=0), "cpu")
     kw = dict(device="cpu", workers=0)
     res = E.evaluate(path, **kw)
     assert res["loss"] == pytest.approx(ref["loss"], rel=1e-5) and res["top1"] == pytest.approx(ref["top1"])
@@ -110,11 +110,11 @@ def test_cli_prints_json(run, capsys):
 
 def test_checkpoint_errors(run, tmp_path):
     out, _ = run
-    with pytest.raises(T.CheckpointError, match="holds a 'test_vit' model"):
+    with pytest.raises(checkpoint.CheckpointError, match="holds a 'test_vit' model"):
         E.load_model(out / "last.pth", "resnet10t")
     bad = tmp_path / "bad.pth"
     bad.write_bytes((out / "last.pth").read_bytes()[:1000])
-    with pytest.raises(T.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
         E.evaluate(bad, "test_vit", dataset="fake")
 
 
@@ -129,8 +129,8 @@ def test_confusion_matrix_and_plots(run, tmp_path):
     assert res["logits"].shape == (64, 10)
     cm = E.confusion_matrix(res["logits"].argmax(1), res["labels"], 10)
     assert cm.sum() == 64 and np.trace(cm) / 64 * 100 == pytest.approx(res["top1"])
-    viz.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
-    viz.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
-    viz.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
-                       path=tmp_path / "pred.png")
+    training.plot_curves(E.load_metrics(out), "tiny run", tmp_path / "curves.png")
+    training.plot_confusion_matrix(cm, res["classes"], path=tmp_path / "cm.png")
+    training.plot_predictions(res["dataset_obj"], res["logits"], res["labels"], res["classes"], n=8,
+                              path=tmp_path / "pred.png")
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("curves.png", "cm.png", "pred.png"))

@@ -1,24 +1,40 @@
-"""Loading checkpoints safely, and telling the user what a checkpoint that does not fit actually is."""
+"""Checkpoints: reading them safely, saying what a checkpoint that does not fit actually is, and loading
+released (or given) weights into a registered model. Registration itself lives in the family modules.
+"""
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import re
+import zipfile
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "register_variant",
-           "model_from_arch", "KNOWN_ARCHS"]
-
-#: name -> architecture summary, filled by the model modules as they register variants;
-#: used to say which registered model a foreign checkpoint looks like.
-KNOWN_ARCHS: dict[str, dict] = {}
+__all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "model_from_arch",
+           "known_archs"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the model it was loaded into."""
+
+
+def _check_format(path: str) -> None:
+    """Refuse, with one clear line, a file that is not torch.save's output at all (a text file, an image, a
+    truncated download) before torch.load turns it into an internal error from its unpickler or zip reader."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":  # torch.save's zip format, or the legacy pickle format
+        return
+    if not head:
+        raise CheckpointError(f"{path} is empty, not a PyTorch checkpoint (an interrupted download or copy?)")
+    if head.startswith(b"PK"):
+        raise CheckpointError(f"{path} is a truncated or corrupt PyTorch checkpoint (its zip archive has no "
+                              f"directory): download or copy it again")
+    raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle; "
+                          f"it starts with {head!r}): pass the .pth/.ckpt file written by torch.save")
 
 
 def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -30,15 +46,19 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
+    _check_format(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path} contains Python objects other than tensors, which torch.load(weights_only=True) refuses "
-            f"to unpickle because unpickling can run arbitrary code. If you trust this file, pass "
-            f"trust_pickle=True (e.g. timm.create_model(..., trust_pickle=True)). Detail: {e}") from e
-    except (RuntimeError, EOFError, OSError) as e:
+        if not trust_pickle and "Weights only load failed" in str(e):
+            raise CheckpointError(
+                f"{path} contains Python objects other than tensors, which torch.load(weights_only=True) refuses "
+                f"to unpickle because unpickling can run arbitrary code. If you trust this file, pass "
+                f"trust_pickle=True (e.g. timm.create_model(..., trust_pickle=True)). Detail: {e}") from e
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {str(e)[:200]}") from e
     if isinstance(ckpt, dict):
         for key in ("model", "state_dict", "model_ema", "module"):
             if key in ckpt and isinstance(ckpt[key], dict):
@@ -49,12 +69,26 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     return {k[7:] if k.startswith("module.") else k: v for k, v in ckpt.items()}
 
 
+@functools.cache
+def known_archs() -> dict[str, dict]:
+    """name -> architecture summary of every registered model, inferred from its own state dict, so that an
+    error can say which registered model a foreign checkpoint looks like (the first call builds each
+    registered model once: a few seconds, on an error path only)."""
+    import timm
+
+    out = {}
+    for name in timm.list_models(module=["local_vim", "local_vmamba"]):
+        with torch.random.fork_rng():
+            out[name] = _infer_arch(timm.create_model(name).state_dict())
+    return out
+
+
 def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
     """A short description of the architecture a state dict (original or ours) belongs to."""
     arch = _infer_arch(sd)
     if arch is None:
         return "an unknown architecture (neither LocalVim nor LocalVMamba keys)"
-    names = [n for n, a in KNOWN_ARCHS.items() if a == arch]
+    names = [n for n, a in known_archs().items() if a == arch]
     family = "LocalVim" if arch["family"] == "local_vim" else "LocalVMamba"
     sizes = ", ".join(f"{k} {v}" for k, v in arch.items() if k != "family")
     if names:
@@ -98,34 +132,6 @@ def _num_directions(sd: dict[str, torch.Tensor], prefix: str) -> int:
         if prefix + name in sd:
             return int(sd[prefix + name].shape[0])
     return -1
-
-
-def register_variant(name: str, model_cls: type, filter_fn: Callable, module: str, summary: dict,
-                     out_indices: Callable[[dict], tuple], **arch) -> Callable:
-    """Register ``name`` in timm: ``model_cls(**arch)`` (user kwargs override ``arch``).
-
-    ``pretrained=True`` loads the weights named by the pretrained config through ``filter_fn``
-    (``trust_pickle=True`` lets a checkpoint hold more than tensors); ``features_only=True`` returns
-    the maps of ``out_indices(kwargs)`` unless ``out_indices`` is given. ``summary`` describes the
-    architecture for error messages about checkpoints that do not fit.
-    """
-    from timm.models import build_model_with_cfg, register_model
-
-    def fn(pretrained: bool = False, **kwargs) -> nn.Module:
-        kwargs = {**arch, **kwargs}
-        trust_pickle = kwargs.pop("trust_pickle", False)
-        indices = kwargs.pop("out_indices", None) or out_indices(kwargs)
-        model = build_model_with_cfg(model_cls, name, pretrained=False,
-                                     feature_cfg=dict(out_indices=indices, feature_cls="getter"), **kwargs)
-        if pretrained:
-            load_pretrained(model, filter_fn, trust_pickle=trust_pickle)
-        return model
-
-    fn.__name__ = name
-    fn.__module__ = module
-    fn.__doc__ = f"{name}: {model_cls.__name__}({', '.join(f'{k}={v!r}' for k, v in arch.items() if k != 'directions')})."
-    KNOWN_ARCHS[name] = summary
-    return register_model(fn)
 
 
 def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = False) -> None:

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from localmamba import train as T
+from localmamba.engine import checkpoint
+from localmamba.engine import train as T
 
 
 def tiny(tmp_path, name="run", **kw) -> T.Config:
@@ -40,7 +41,7 @@ def test_run_writes_metrics_summary_and_checkpoints(tmp_path):
     assert saved["last_top1"] == rows[-1]["top1"] and saved["config"]["model"] == "test_vit"
     assert summary["images_per_sec"] > 0 and summary["total_time"] > 0
     ckpt = state(out / "last.pth")
-    assert ckpt["epoch"] == 2 and ckpt["format"] == T.CHECKPOINT_FORMAT
+    assert ckpt["epoch"] == 2 and ckpt["format"] == checkpoint.CHECKPOINT_FORMAT
     assert {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "config"} <= set(ckpt)
     assert (out / "best.pth").is_file() and not list(out.glob("*.tmp"))
 
@@ -118,18 +119,18 @@ def test_corrupt_or_truncated_checkpoint_errors_clearly(tmp_path):
     last = Path(cfg.output) / "last.pth"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    with pytest.raises(T.CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
         T.train(tiny(tmp_path, epochs=2, resume="auto"))
     assert last.read_bytes() == data[: len(data) // 2]  # not overwritten by a silent restart
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x00" * 100)
-    with pytest.raises(T.CheckpointError, match="garbage.pth"):
-        T.load_checkpoint(garbage)
+    with pytest.raises(checkpoint.CheckpointError, match="garbage.pth"):
+        checkpoint.load_checkpoint(garbage)
     with pytest.raises(FileNotFoundError):
         T.train(tiny(tmp_path, "other", resume=str(tmp_path / "missing.pth")))
     plain = tmp_path / "plain.pth"
     torch.save({"w": torch.zeros(1)}, plain)
-    with pytest.raises(T.CheckpointError, match="not a checkpoint of this engine"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint of this engine"):
         T.train(tiny(tmp_path, "other", resume=str(plain)))
 
 
@@ -181,7 +182,7 @@ def test_config_file_with_command_line_overrides(tmp_path):
 @pytest.mark.parametrize("tag", ["", "_stem2", "_4gpu", "_4gpu_cutmix"])
 def test_cifar_comparison_configs_differ_in_the_model_alone(tag):
     """The LocalVim run and its Vim-style baseline share every setting but the model's name."""
-    configs = Path(__file__).parents[1] / "configs"
+    configs = Path(__file__).parents[2] / "configs"
     a = T.parse_args(["--config", str(configs / f"cifar10_local_vim_tiny{tag}.yaml")])
     b = T.parse_args(["--config", str(configs / f"cifar10_vim_tiny{tag}.yaml")])
     assert (a.model, b.model) == ("local_vim_tiny_cifar", "vim_tiny_cifar")
@@ -233,3 +234,21 @@ def test_torchrun_two_cpu_processes_write_one_set_of_files_and_resume_exactly(tm
     resumed = state(part / "last.pth")
     assert resumed["epoch"] == 2
     assert all(torch.equal(v, resumed["model"][k]) for k, v in ckpt["model"].items())
+
+
+def test_hooks_add_fields_to_metrics_and_a_caller_built_model_is_trained(tmp_path):
+    """What search builds on: its own module trained by the engine, a per-epoch field in metrics.jsonl."""
+    import timm
+
+    net = timm.create_model("test_vit", num_classes=10, img_size=32)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    seen = []
+    hooks = T.Hooks(epoch_metrics=lambda epoch, model: {"probe": epoch * 10, "same_model": model is net},
+                    on_epoch_end=lambda epoch, row: seen.append((epoch, row["probe"])))
+    summary = T.train(tiny(tmp_path, epochs=2), model=net, hooks=hooks)
+    rows = [json.loads(l) for l in (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["probe"], r["same_model"]) for r in rows] == [(10, True), (20, True)]
+    assert seen == [(1, 10), (2, 20)]
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+    saved = state(Path(summary["output"]) / "last.pth")["model"]
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())

@@ -1,4 +1,4 @@
-"""Datasets, transforms and loaders for the training engine (``localmamba.train``).
+"""Datasets, transforms and loaders for the training engine (:mod:`localmamba.engine.train`).
 
 Where images come from (``--dataset`` and ``--data-dir``):
 
@@ -472,6 +472,17 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(range(self.rank, self.n, self.world_size))
+
+
+def default_workers(world_size: int = 1, cap: int = 8) -> int:
+    """Data-loader processes per rank: the CPU cores this process may use (its affinity, not the machine's
+    count, which overstates a container's share) split over the ranks, at most ``cap``, at least 1.
+    More workers than cores only adds contention (and torch's warning about it)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cap, cores // max(1, world_size)))
 
 
 def build_loader(ds, batch_size: int, *, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
