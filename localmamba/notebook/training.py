@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from ..data import InMemoryImages
+from ..engine.data import InMemoryImages
 from .common import write_png
 
 __all__ = ["plot_curves", "plot_confusion_matrix", "raw_image", "plot_predictions"]

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from localmamba.data import InMemoryImages
+from localmamba.engine.data import InMemoryImages
 from localmamba.notebook import training
 
 
