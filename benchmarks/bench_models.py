@@ -10,11 +10,15 @@ under bf16 autocast, in images/s, with peak memory; for each model both formulat
 process: ``stacked`` (ours: one gather and one selective-scan call for all directions of a layer) and
 ``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
 :meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
-backend (``--backend``, default auto: mamba-ssm's kernel when it imports). ``--formulations compiled``
+backend (``--backend``, default auto: Triton on CUDA, the C kernel on CPU). ``--formulations compiled``
 adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
 ``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
 op dispatch out of the step time.
+
+Run from the project's root (the package installed, or ``PYTHONPATH=.``); on a GPU machine
+``bash benchmarks/gpu_suite.sh`` runs it with the rest. Figures: benchmarks/RESULTS.md, sections "Model
+throughput on the GPU" and "CPU speed".
 """
 from __future__ import annotations
 
