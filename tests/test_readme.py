@@ -220,3 +220,17 @@ def test_readme_figures_are_in_results():
     results = RESULTS.replace(",", "")
     missing = sorted(n for n in numbers if not re.search(rf"(?<!\d){n}(?!\d)", results))
     assert not missing, f"README figures without a command in benchmarks/RESULTS.md: {missing}"
+
+
+def test_benchmarks_point_to_results_sections_that_exist():
+    """The benchmarks' headers name RESULTS.md sections ("Model throughput on the GPU") that RESULTS has."""
+    headings = re.findall(r"^#+ (.+)$", RESULTS, re.M)
+    named = {}
+    for f in sorted((ROOT / "benchmarks").glob("*.[ps][yh]")):
+        text = re.sub(r"\s*\n\s*(#\s*)?", " ", f.read_text())  # quoted names may wrap over comment lines
+        for quoted in re.findall(r'RESULTS\.md[^"]{0,40}?((?:"[^"]+"(?:,| and)? ?)+)', text):
+            for name in re.findall(r'"([^"]+)"', quoted):
+                named.setdefault(name, f.name)
+    assert "Parameters and FLOPs" in named, named
+    missing = {n: f for n, f in named.items() if not any(h.startswith(n) for h in headings)}
+    assert not missing, f"benchmarks name RESULTS.md sections it lacks: {missing}"
