@@ -1,7 +1,7 @@
 """The README's claims hold for the tree: the paths it names exist, the command-line options it uses are
 options of those commands, its models are registered, its imports import, its papermill parameters are
 notebook parameters, and every measured figure in its prose is in benchmarks/RESULTS.md (where each has
-its command).
+its command, whose options are checked too).
 
 The CLIs' ``--help`` runs in this process (runpy), so torch is imported once for all of them.
 """
@@ -131,17 +131,26 @@ def _run_help(target: str, module: bool) -> str:
             warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module was imported by the package
             if module:
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
-            else:
+            else:  # as `python path.py` does, the script's folder first on the path (for its siblings)
+                sys.path.insert(0, str((ROOT / target).parent))
                 runpy.run_path(str(ROOT / target), run_name="__main__")
     finally:
         sys.argv = argv
+        if not module and sys.path[0] == str((ROOT / target).parent):
+            sys.path.pop(0)
     assert exit_info.value.code in (0, None), f"{target} --help failed"
     return out.getvalue()
 
 
-def test_readme_command_options_exist():
+def _results_commands() -> list[list[str]]:
+    """The commands RESULTS.md gives in inline code (`python benchmarks/...`, `torchrun ... -m ...`)."""
+    spans = re.findall(r"`((?:python|torchrun) [^`]+)`", RESULTS)
+    return [shlex.split(" ".join(span.split())) for span in spans]
+
+
+def _unknown_options(commands: list[list[str]]) -> tuple[set[str], list[str]]:
     checked, unknown = set(), []
-    for cmd in _commands():
+    for cmd in commands:
         start = cmd.index("-m") if cmd[0] == "torchrun" else 0  # torchrun's own options come before -m
         options = [a.split("=")[0] for a in cmd[start:] if a.startswith("--")]
         if not options:
@@ -152,8 +161,20 @@ def test_readme_command_options_exist():
         checked.add(cmd[cmd.index("-m") + 1] if "-m" in cmd else cmd[1])
         words = set(re.findall(r"--[\w-]+", helptext))
         unknown += [f"{' '.join(cmd[:3])} ... {o}" for o in options if o not in words]
+    return checked, unknown
+
+
+def test_readme_command_options_exist():
+    checked, unknown = _unknown_options(_commands())
     assert {"localmamba.train", "localmamba.evaluate"} <= checked, checked
     assert not unknown, f"README uses options its commands do not have: {unknown}"
+
+
+def test_results_command_options_exist():
+    """Every command RESULTS.md gives for a figure still takes the options it shows."""
+    checked, unknown = _unknown_options(_results_commands())
+    assert {"benchmarks/bench_models.py", "localmamba.train"} <= checked, checked
+    assert not unknown, f"RESULTS.md uses options its commands do not have: {unknown}"
 
 
 def test_readme_prose_options_exist():
