@@ -15,7 +15,7 @@ import json
 
 import timm
 import localmamba  # noqa: F401
-from localmamba.flops import PAPER, count_params, paper_flops
+from localmamba.models.flops import PAPER, count_params, paper_flops
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

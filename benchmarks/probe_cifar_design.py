@@ -16,7 +16,7 @@ import torch
 from bench_models import make_train_step, scan_ms, train_img_s
 
 import localmamba  # noqa: F401
-from localmamba.flops import count_params
+from localmamba.models.flops import count_params
 
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True

@@ -5,7 +5,8 @@ that call :func:`localmamba.engine.train.main` and :func:`localmamba.engine.eval
 :func:`localmamba.engine.cli.run_command`). The package, bottom to top::
 
     config.py       Config (one field per --option), config files, the command line; ConfigError
-    data.py         datasets (CIFAR, image folders, .npz, generated), transforms, loaders, DeviceLoader
+    data.py         datasets (CIFAR, image folders, .npz, generated), held-out splits; DataError
+    loaders.py      transforms, samplers, loaders seeded by (seed, epoch, rank), DeviceLoader (--gpu-aug)
     distributed.py  torchrun process groups, collectives, metrics.jsonl reading, a launcher for notebooks
     checkpoint.py   the one atomic writer and the one weights_only reader of checkpoints, RNG states
     model.py        models by name (timm), with close names suggested for an unknown one
@@ -14,7 +15,8 @@ that call :func:`localmamba.engine.train.main` and :func:`localmamba.engine.eval
     train.py        train(config, model=None, hooks=None): a run as named steps; the train command
     cli.py          expected errors (USER_ERRORS) as one line and exit status 2
 
-Imports point one way (config, data, distributed < checkpoint, model < evaluate < train); search and
+Imports point one way: data < config < model, loaders < evaluate < train (checkpoint and distributed stand
+alone, cli is on top), and nothing here imports search or detection, which are above; search and
 detection build on :func:`localmamba.engine.train.train`, :class:`Hooks`, :mod:`checkpoint` and :mod:`data`.
 The package exports no function named like one of its modules (``engine.train`` is the module), so
 ``from localmamba.engine import train`` always gives the module.

@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from ..models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
+from ..models.checkpoints import _check_format as check_format  # the models' reader's file check, shared
 
 CHECKPOINT_FORMAT = "localmamba.train"  # the value older runs wrote; kept so they still resume
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "CheckpointNotFoundError", "save_checkpoint", "load_checkpoint",
-           "write_text_atomic", "write_jsonl", "is_engine_checkpoint", "check_resumable", "get_rng_state",
-           "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "CheckpointNotFoundError", "save_checkpoint",
+           "load_checkpoint", "write_text_atomic", "write_jsonl", "is_engine_checkpoint", "check_resumable",
+           "get_rng_state", "set_rng_state"]
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -73,11 +74,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> Any:
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}; check the path (a run writes OUTPUT/last.pth "
                               "and OUTPUT/best.pth)")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip format nor a "
-                              "pickle; a text or other file?); pass the .pth file a run or release wrote")
+    check_format(str(path))  # a text file, an empty or a truncated one: one line before torch.load's internals
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip/unpickling errors of every kind

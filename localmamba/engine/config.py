@@ -37,7 +37,8 @@ class Config:
 
     # model
     model: str = _option("local_vim_tiny", "timm model name (localmamba models are registered on import)")
-    model_kwargs: dict = _option({}, "extra keyword arguments for timm.create_model, as JSON (added to a config file's)", type=json.loads)
+    model_kwargs: dict = _option({}, "extra keyword arguments for timm.create_model, as JSON (added to a config "
+                                     "file's)", type=json.loads)
     num_classes: Optional[int] = _option(None, "classes of the head (default: the dataset's)", type=int)
     img_size: Optional[int] = _option(None, "image size; passed to the model only when given "
                                        "(default per dataset: 32 CIFAR/fake, 224 ImageNet)", type=int)
@@ -88,7 +89,8 @@ class Config:
     sched: str = _option("cosine", "timm scheduler name")
     sched_on: str = _option("step", "step the schedule every iteration ('step') or epoch ('epoch')",
                        choices=("step", "epoch"))
-    clip_grad: Optional[float] = _option(None, "clip the gradient norm to this value (default: no clipping)", type=float)
+    clip_grad: Optional[float] = _option(None, "clip the gradient norm to this value (default: no clipping)",
+                                         type=float)
     amp: bool = _option(False, "mixed precision (autocast)")
     amp_dtype: str = _option("bfloat16", "autocast dtype; float16 adds a gradient scaler",
                         choices=("bfloat16", "float16"))

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data, distributed
+from . import data, distributed, loaders
 from .checkpoint import CheckpointError, is_engine_checkpoint, load_checkpoint
 from .config import ConfigError
 from .model import check_model_name, create_model
@@ -232,9 +232,9 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
     if max_images and max_images < len(ds):
         _, keep = data.stratified_split(ds.targets, max_images, 0)
         ds = data._subset(ds, keep)
-    ds.transform = data.eval_transform(img_size, interpolation=interpolation)
-    workers = data.default_workers(cap=4) if workers is None else workers
-    loader = data.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
+    ds.transform = loaders.eval_transform(img_size, interpolation=interpolation)
+    workers = loaders.default_workers(cap=4) if workers is None else workers
+    loader = loaders.build_loader(ds, batch_size, train=False, workers=workers, pin_memory=dev.type == "cuda")
     logits, labels = predict(net, loader, dev, amp=amp)
     k = min(5, logits.shape[-1])
     res = {
@@ -250,36 +250,38 @@ def evaluate(checkpoint: str | os.PathLike, model: Optional[str] = None, *, data
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m localmamba.evaluate", description="Evaluate a checkpoint: top-1 / top-5 accuracy and loss on a dataset split.")
-    p.add_argument("--checkpoint", required=True, help="engine checkpoint, state dict or original checkpoint")
-    p.add_argument("--model", help="timm model name (default: from an engine checkpoint)")
-    p.add_argument("--model-kwargs", type=json.loads, default=None, help="extra create_model kwargs (JSON)")
-    p.add_argument("--dataset", choices=data.DATASETS, help="default: the checkpoint's")
-    p.add_argument("--data-dir", help="default: the checkpoint's, for the same dataset")
-    p.add_argument("--split", choices=("val", "train"), default="val",
-                   help="score the validation images or the training images (default: val)")
-    p.add_argument("--val-split", type=int, help="held-out images, as in training (default: the checkpoint's)")
-    p.add_argument("--split-seed", type=int, help="seed of the held-out split (default: the checkpoint's)")
-    p.add_argument("--img-size", type=int, help="image size (default: the checkpoint's, else the dataset's)")
-    p.add_argument("--interpolation", help="resize interpolation (default: the checkpoint's, else bicubic)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
-    p.add_argument("--workers", type=int,
-                   help="data-loader processes (default: min(4, the CPU cores this process may use))")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if any)")
-    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of an engine checkpoint")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast)")
-    p.add_argument("--max-images", type=int, default=0, help="a stratified subset of N images (0: all)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="let an original checkpoint hold pickled Python objects (files you trust only)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    a = p.parse_args(argv)
-    res = evaluate(a.checkpoint, a.model, dataset=a.dataset, data_dir=a.data_dir, split=a.split,
-                   val_split=a.val_split, split_seed=a.split_seed, img_size=a.img_size,
-                   interpolation=a.interpolation, batch_size=a.batch_size,
-                   workers=a.workers, device=a.device, use_ema=a.ema, amp=a.amp, max_images=a.max_images,
-                   model_kwargs=a.model_kwargs, trust_pickle=a.trust_pickle)
+    parser = argparse.ArgumentParser(prog="python -m localmamba.evaluate",
+                                     description="Evaluate a checkpoint: top-1 / top-5 accuracy and loss on a "
+                                                 "dataset split.")
+    parser.add_argument("--checkpoint", required=True, help="engine checkpoint, state dict or original checkpoint")
+    parser.add_argument("--model", help="timm model name (default: from an engine checkpoint)")
+    parser.add_argument("--model-kwargs", type=json.loads, default=None, help="extra create_model kwargs (JSON)")
+    parser.add_argument("--dataset", choices=data.DATASETS, help="default: the checkpoint's")
+    parser.add_argument("--data-dir", help="default: the checkpoint's, for the same dataset")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="score the validation images or the training images (default: val)")
+    parser.add_argument("--val-split", type=int, help="held-out images, as in training (default: the checkpoint's)")
+    parser.add_argument("--split-seed", type=int, help="seed of the held-out split (default: the checkpoint's)")
+    parser.add_argument("--img-size", type=int, help="image size (default: the checkpoint's, else the dataset's)")
+    parser.add_argument("--interpolation", help="resize interpolation (default: the checkpoint's, else bicubic)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    parser.add_argument("--workers", type=int,
+                        help="data-loader processes (default: min(4, the CPU cores this process may use))")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto, a GPU if any)")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights of an engine checkpoint")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast)")
+    parser.add_argument("--max-images", type=int, default=0, help="a stratified subset of N images (0: all)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="let an original checkpoint hold pickled Python objects (files you trust only)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    res = evaluate(args.checkpoint, args.model, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                   val_split=args.val_split, split_seed=args.split_seed, img_size=args.img_size,
+                   interpolation=args.interpolation, batch_size=args.batch_size,
+                   workers=args.workers, device=args.device, use_ema=args.ema, amp=args.amp,
+                   max_images=args.max_images, model_kwargs=args.model_kwargs, trust_pickle=args.trust_pickle)
     res.pop("classes")
-    if a.json:
+    if args.json:
         print(json.dumps(res))
     else:
         print(f"{res['model']} ({res['kind']} checkpoint {res['checkpoint']}) on {res['dataset']} {res['split']}, "

@@ -43,6 +43,9 @@ atomically every epoch), ``best.pth`` (weights of the best top-1 epoch), ``summa
 A run is a sequence of named steps, each a function below: :func:`build_data`, :func:`build_model`,
 :func:`build_optimization`, :func:`wrap_for_training`, :func:`build_loss`, :func:`resume_run`, then per
 epoch :func:`train_one_epoch`, :func:`validate`, :func:`save_epoch`, and at the end :func:`summarize`.
+
+A mistake the user fixes (unknown model, option or config file, missing data, unreadable checkpoint) stops
+the command with one line on stderr and exit status 2 (:mod:`localmamba.engine.cli`); a traceback means a bug.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
 from ..models import compile_model
-from . import data, distributed
+from . import data, distributed, loaders
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, check_resumable, get_rng_state, load_checkpoint,
                          save_checkpoint, set_rng_state, write_jsonl, write_text_atomic)
 from .config import Config, ConfigError, parse_args
@@ -208,7 +211,7 @@ def _train(cfg: Config, info: distributed.DistInfo, out: Path, model: Optional[n
     end_epoch = min(cfg.epochs, run.start_epoch + cfg.stop_after) if cfg.stop_after else cfg.epochs
     for epoch in range(run.start_epoch, end_epoch):
         t0 = time.perf_counter()
-        data.set_loader_epoch(run.train_loader, epoch)
+        loaders.set_loader_epoch(run.train_loader, epoch)
         train_loss, n_images, train_s = train_one_epoch(
             cfg, run.train_model, run.train_loader, run.optimizer, run.scheduler, run.scaler, run.loss_fn,
             run.mixup, run.ema, epoch, run.steps, run.device, show=run.is_main and cfg.progress)
@@ -239,7 +242,7 @@ def _train(cfg: Config, info: distributed.DistInfo, out: Path, model: Optional[n
 def build_data(run: Run) -> None:
     """Datasets, loaders and steps per epoch (with ``--download``, rank 0 fetches while the others wait)."""
     cfg, info = run.cfg, run.info
-    workers = cfg.workers if cfg.workers is not None else data.default_workers(info.world_size)
+    workers = cfg.workers if cfg.workers is not None else loaders.default_workers(info.world_size)
     first = cfg.download and info.distributed
     if first and not info.is_main:
         distributed.barrier()
@@ -255,7 +258,7 @@ def build_data(run: Run) -> None:
         raise ConfigError(f"--num-classes {num_classes} is less than the dataset's {len(classes)} classes")
     if val_set is None:
         warnings.warn("no validation set (no val/test split and --val-split 0): top-1 is not measured")
-    run.train_loader, run.val_loader = build_loaders(cfg, train_set, val_set, info, workers)
+    run.train_loader, run.val_loader = loaders.build_loaders(cfg, train_set, val_set, info, workers)
     steps = len(run.train_loader)
     if cfg.max_steps_per_epoch:
         steps = min(steps, cfg.max_steps_per_epoch)
@@ -264,32 +267,6 @@ def build_data(run: Run) -> None:
                           f"x {info.world_size} processes; lower --batch-size")
     run.train_set, run.val_set, run.classes, run.num_classes, run.steps = \
         train_set, val_set, classes, num_classes, steps
-
-
-def build_loaders(cfg: Config, train_set, val_set, info: distributed.DistInfo, workers: int):
-    """Train and validation loaders (transforms set on the datasets here)."""
-    size = cfg.image_size
-    if cfg.gpu_aug:
-        if not isinstance(train_set, data.InMemoryImages):
-            raise ValueError("--gpu-aug needs an in-memory dataset (CIFAR, .npz, fake, or --in-memory)")
-        if cfg.aa:
-            warnings.warn(f"--gpu-aug does pad-crop, flip and random erasing only; --aa {cfg.aa} is ignored")
-        common = dict(img_size=size, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-        train_loader = data.DeviceLoader(train_set, cfg.batch_size, info.device, train=True,
-                                      reprob=cfg.reprob, **common)
-        val_loader = (data.DeviceLoader(val_set, cfg.batch_size, info.device, train=False, **common)
-                      if val_set is not None else None)
-        return train_loader, val_loader
-    crop = cfg.train_crop or data.default_train_crop(size)
-    train_set.transform = data.train_transform(size, crop, cfg.aa, cfg.reprob, interpolation=cfg.interpolation)
-    pin = info.device.type == "cuda"
-    common = dict(seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=workers, pin_memory=pin)
-    train_loader = data.build_loader(train_set, cfg.batch_size, train=True, **common)
-    val_loader = None
-    if val_set is not None:
-        val_set.transform = data.eval_transform(size, interpolation=cfg.interpolation)
-        val_loader = data.build_loader(val_set, cfg.batch_size, train=False, **common)
-    return train_loader, val_loader
 
 
 def build_model(run: Run, model: Optional[nn.Module] = None) -> None:
@@ -496,9 +473,9 @@ def train_one_epoch(cfg: Config, model, loader, optimizer, scheduler, scaler, lo
         with _autocast(cfg, device):
             logits = model(x)
             loss = loss_fn(logits, y)
-        l = loss.detach().float()
-        bad_step = torch.minimum(bad_step, torch.where(torch.isfinite(l), big, step))
-        loss_sum += l.double()
+        step_loss = loss.detach().float()
+        bad_step = torch.minimum(bad_step, torch.where(torch.isfinite(step_loss), big, step))
+        loss_sum += step_loss.double()
         n_seen += 1
         scaler.scale(loss).backward()
         if cfg.clip_grad:

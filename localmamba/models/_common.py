@@ -103,3 +103,20 @@ def compile_model(model: nn.Module, input_size: tuple[int, int, int] | None = No
     blocks = sum(isinstance(m, DropPath) for m in model.modules())
     setattr(config, name, max(getattr(config, name), blocks + 8))
     return torch.compile(model, **kwargs)
+
+
+def resolve_model_name(name: str) -> str:
+    """``name`` if timm can build it (a pretrained tag such as ``.in1k`` allowed); otherwise a ValueError
+    that suggests the closest registered names, ours first (the CLIs print it as their one-line error)."""
+    import difflib
+
+    import timm
+    from timm.models import split_model_name_tag
+
+    if timm.is_model(split_model_name_tag(name)[0]):
+        return name
+    ours = timm.list_models(module=["local_vim", "local_vmamba"])
+    close = difflib.get_close_matches(name, ours, n=3, cutoff=0.75) or difflib.get_close_matches(
+        name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"this library's models are: {', '.join(ours)}"
+    raise ValueError(f"unknown model {name!r}; {hint}")

@@ -156,10 +156,12 @@ def load_pretrained(model: nn.Module, filter_fn: Callable, trust_pickle: bool = 
         mapped = filter_fn(sd, model)
         model.load_state_dict(mapped, strict=True)
     except (RuntimeError, KeyError, ValueError) as e:
+        ours, theirs = describe_state_dict(model.state_dict()), describe_state_dict(sd)
+        # another architecture says all a user needs; the loader's own message only where they look alike
+        detail = f"\nDetail: {str(e)[:600]}" if ours == theirs else ""
         raise CheckpointError(
             f"{path} does not fit {cfg.get('architecture', type(model).__name__)}: the model is "
-            f"{describe_state_dict(model.state_dict())}, but the checkpoint looks like {describe_state_dict(sd)}."
-            f"\nDetail: {str(e)[:600]}") from e
+            f"{ours}, but the checkpoint looks like {theirs}.{detail}") from e
 
 
 def model_from_arch(arch, checkpoint=None, **kwargs) -> torch.nn.Module:

@@ -38,11 +38,11 @@ __all__ = [
 def model_summary(names: Sequence[str], img_size: int = 224, flops: bool | Iterable[str] = True,
                   progress: bool = True) -> "pd.DataFrame":
     """Build each registered model ``name`` (random weights) and tabulate its size and cost next to
-    the paper's numbers (:data:`localmamba.flops.PAPER`).
+    the paper's numbers (:data:`localmamba.models.flops.PAPER`).
 
     Columns: ``family``, ``layers`` (LocalVim layers or LocalVMamba blocks), ``directions/layer``
     (K; 'search' for a supernet over the 8 candidates), ``params (M)``, ``paper params (M)``,
-    ``FLOPs (G)`` (:func:`localmamba.flops.paper_flops` at ``img_size``) and ``paper FLOPs (G)``.
+    ``FLOPs (G)`` (:func:`localmamba.models.flops.paper_flops` at ``img_size``) and ``paper FLOPs (G)``.
     ``flops`` is True (count all), False (none) or the names to count: LocalVMamba FLOPs go through
     fvcore, which traces a full forward pass (minutes on a laptop CPU at 224); LocalVim's come from a
     formula and are instant. Uncounted or unreported values are NaN.
@@ -51,7 +51,7 @@ def model_summary(names: Sequence[str], img_size: int = 224, flops: bool | Itera
     import timm
     from tqdm.auto import tqdm
 
-    from ..flops import PAPER, count_params, paper_flops
+    from ..models.flops import PAPER, count_params, paper_flops
 
     names = list(names)
     count = set(names) if flops is True else set() if flops is False else set(flops)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from localmamba.engine import cli, data
+from localmamba.engine import cli, loaders
 from localmamba.engine import evaluate as E
 from localmamba.engine import train as T
 
 ROOT = Path(__file__).parents[2]
-TRAIN = ["--dataset", "fake", "--epochs", "1", "--device", "cpu", "--no-progress", "--workers", "0"]
+TRAIN = ["--dataset", "fake", "--epochs", "1", "--warmup-epochs", "0", "--device", "cpu", "--no-progress",
+         "--workers", "0"]
 
 
 def fails_with_one_line(capsys, main, prog, argv) -> str:
@@ -106,8 +107,8 @@ def test_help_states_each_default_once(capsys):
 
 def test_workers_default_fits_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert data.default_workers() == 2 and data.default_workers(world_size=4) == 1
-    assert data.default_workers(cap=1) == 1
+    assert loaders.default_workers() == 2 and loaders.default_workers(world_size=4) == 1
+    assert loaders.default_workers(cap=1) == 1
 
 
 def test_evaluate_with_default_workers_does_not_warn_about_workers(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from localmamba.engine import data
+from localmamba.engine import data, loaders
 
 
 def test_fake_images_are_balanced_and_deterministic():
@@ -102,7 +102,7 @@ def test_image_folders_lazy_and_in_memory(tmp_path):
     train, val, classes = data.build_datasets("imagenet", str(root), img_size=24)
     assert (len(train), len(val), classes) == (12, 6, ["class_0", "class_1", "class_2"])
     assert not isinstance(train, data.InMemoryImages)  # ImageNet folders are read per item
-    train.transform = data.eval_transform(24)
+    train.transform = loaders.eval_transform(24)
     x, y = train[0]
     assert x.shape == (3, 24, 24)
     # a CIFAR-like folder is decoded into memory, resized to the image size
@@ -137,12 +137,12 @@ def test_validation_alone_leaves_the_training_images_unread(tmp_path):
 
 def test_loader_order_and_augmentation_depend_on_seed_and_epoch_only():
     ds = data.make_fake_images(4, 64, 32)
-    ds.transform = data.train_transform(32, "pad", "rand-m9-mstd0.5-inc1", reprob=0.25)
+    ds.transform = loaders.train_transform(32, "pad", "rand-m9-mstd0.5-inc1", reprob=0.25)
 
     def first_batch(seed, epoch, noise_rng):
         torch.manual_seed(noise_rng)  # global RNG state must not matter with workers
-        loader = data.build_loader(ds, 16, train=True, seed=seed, workers=1)
-        data.set_loader_epoch(loader, epoch)
+        loader = loaders.build_loader(ds, 16, train=True, seed=seed, workers=1)
+        loaders.set_loader_epoch(loader, epoch)
         return next(iter(loader))
 
     x1, y1 = first_batch(0, 2, 0)
@@ -156,15 +156,15 @@ def test_posterize_zero_bits_is_black():
     from PIL import Image
 
     img = Image.new("RGB", (4, 4), (200, 100, 50))
-    assert np.asarray(data._posterize(img, 0)).max() == 0
-    assert data._posterize(img, 8) is img
+    assert np.asarray(loaders._posterize(img, 0)).max() == 0
+    assert loaders._posterize(img, 8) is img
 
 
 def test_device_loader_shards_and_augments():
     ds = data.make_fake_images(4, 40, 32)
     shards = []
     for rank in range(2):
-        dl = data.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=1, rank=rank, world_size=2)
+        dl = loaders.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=1, rank=rank, world_size=2)
         dl.set_epoch(0)
         batches = list(dl)
         assert len(batches) == len(dl) == 2 and batches[0][0].shape == (8, 3, 32, 32)
@@ -174,18 +174,18 @@ def test_device_loader_shards_and_augments():
         dl.set_epoch(1)
         assert not torch.equal(batches[0][0], next(iter(dl))[0])
     assert len(set(shards[0].tolist()) | set(shards[1].tolist())) > 1
-    erasing = data.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, reprob=1.0)
+    erasing = loaders.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, reprob=1.0)
     assert next(iter(erasing))[0].shape == (8, 3, 32, 32)
-    val = data.DeviceLoader(ds, 16, "cpu", train=False, img_size=32)
+    val = loaders.DeviceLoader(ds, 16, "cpu", train=False, img_size=32)
     xs = torch.cat([x for x, _ in val])
     assert xs.shape == (40, 3, 32, 32) and len(val) == 3
     # no augmentation at evaluation: normalised images in dataset order
-    mean = torch.tensor(data.IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(data.IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(loaders.IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(loaders.IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
     ref = (ds.images.permute(0, 3, 1, 2).float() / 255 - mean) / std
     assert torch.allclose(xs, ref, atol=1e-5)
     # resized on the way in
-    assert next(iter(data.DeviceLoader(ds, 4, "cpu", train=False, img_size=16)))[0].shape == (4, 3, 16, 16)
+    assert next(iter(loaders.DeviceLoader(ds, 4, "cpu", train=False, img_size=16)))[0].shape == (4, 3, 16, 16)
 
 
 def test_device_loader_crops_from_its_generator_and_erases_from_the_global_ones():
@@ -194,7 +194,7 @@ def test_device_loader_crops_from_its_generator_and_erases_from_the_global_ones(
     def batch(global_seed, reprob):
         random.seed(global_seed)
         torch.manual_seed(global_seed)
-        return next(iter(data.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=3, reprob=reprob)))[0]
+        return next(iter(loaders.DeviceLoader(ds, 8, "cpu", train=True, img_size=32, seed=3, reprob=reprob)))[0]
 
     assert torch.equal(batch(0, 0.0), batch(1, 0.0))  # crop and flip: (seed, epoch, rank) alone
     assert torch.equal(batch(0, 1.0), batch(0, 1.0))  # erasing: the global generators' state

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from localmamba.engine import checkpoint, data, loaders
 from localmamba.notebook import training
-from localmamba.engine import checkpoint, data
 from localmamba.engine import evaluate as E
 from localmamba.engine import train as T
 
@@ -39,8 +39,8 @@ def test_evaluate_models_in_one_pass_equals_separate_passes():
     import timm
 
     ds = data.make_fake_images(10, 40, 32, seed=1)
-    ds.transform = data.eval_transform(32)
-    loader = data.build_loader(ds, 16, train=False, workers=0)
+    ds.transform = loaders.eval_transform(32)
+    loader = loaders.build_loader(ds, 16, train=False, workers=0)
     torch.manual_seed(0)
     a = timm.create_model("test_vit", num_classes=10, img_size=32)
     b = timm.create_model("test_vit", num_classes=10, img_size=32).train()
@@ -92,8 +92,8 @@ def test_interpolation_comes_from_the_checkpoint_as_in_training(run, tmp_path):
     torch.save(ckpt, path)
     net, _ = E.load_model(path)
     _, val, _ = data.build_datasets("imagenet", str(root), load_train=False)
-    val.transform = data.eval_transform(32, interpolation="nearest")  # what training validated with
-    ref = E.evaluate_model(net, data.build_loader(val, 256, train=False, workers=0), "cpu")
+    val.transform = loaders.eval_transform(32, interpolation="nearest")  # what training validated with
+    ref = E.evaluate_model(net, loaders.build_loader(val, 256, train=False, workers=0), "cpu")
     kw = dict(device="cpu", workers=0)
     res = E.evaluate(path, **kw)
     assert res["loss"] == pytest.approx(ref["loss"], rel=1e-5) and res["top1"] == pytest.approx(ref["top1"])

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from localmamba.engine import checkpoint
+from localmamba.engine import checkpoint, loaders
 from localmamba.engine import train as T
 
 
@@ -57,13 +57,13 @@ def test_ema_validation_reads_the_validation_set_once_an_epoch(tmp_path, monkeyp
             passes.append(1)
             return iter(self.loader)
 
-    build = T.build_loaders
+    build = loaders.build_loaders
 
     def counting_loaders(*args, **kwargs):
         train_loader, val_loader = build(*args, **kwargs)
         return train_loader, Counting(val_loader)
 
-    monkeypatch.setattr(T, "build_loaders", counting_loaders)
+    monkeypatch.setattr(loaders, "build_loaders", counting_loaders)
     cfg = tiny(tmp_path, epochs=2, ema=True, ema_decay=0.9)
     T.train(cfg)
     assert len(passes) == 2

@@ -237,3 +237,17 @@ def test_an_image_size_off_the_patch_grid_warns_and_reports_the_grid_it_uses():
         warnings.simplefilter("error")
         assert timm.create_model("local_vim_tiny", img_size=112, depth=2, directions=[["h"]] * 2).grid_size == (7, 7)
         timm.create_model("test_local_vssm", img_size=32)
+
+
+def test_unknown_model_names_get_the_closest_registered_ones():
+    from localmamba.models import resolve_model_name
+
+    assert resolve_model_name("local_vim_tiny") == "local_vim_tiny"
+    assert resolve_model_name("local_vim_tiny.in1k") == "local_vim_tiny.in1k"
+    assert resolve_model_name("resnet18") == "resnet18"  # any timm model
+    with pytest.raises(ValueError, match=r"^unknown model 'local_vim_tinyy'; did you mean local_vim_tiny\b"):
+        resolve_model_name("local_vim_tinyy")
+    with pytest.raises(ValueError, match="did you mean .*local_vssm_tiny_cifar"):
+        resolve_model_name("local_vssm_tiny_cifr")
+    with pytest.raises(ValueError, match="this library's models are: .*test_local_vim"):
+        resolve_model_name("qqqqqqqqqqqqqqqqqqqq")

@@ -147,7 +147,7 @@ def _tiny_vim(**kw):
 
 
 def test_model_summary_table():
-    from localmamba.flops import count_params
+    from localmamba.models.flops import count_params
 
     df = models.model_summary(["test_local_vim", "test_local_vssm", "local_vim_tiny_search"],
                               flops=["test_local_vim", "local_vim_tiny_search"], progress=False)

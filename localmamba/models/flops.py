@@ -7,12 +7,13 @@ of mamba-ssm issue 110) and elementwise ops ignored. fvcore is needed for LocalV
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 
-__all__ = ["PAPER", "count_params", "paper_flops"]
+__all__ = ["PAPER", "count_params", "paper_flops", "traceable"]
 
 #: name -> (parameters in M as printed by the original code, ImageNet FLOPs in G from the paper; None: not reported)
 PAPER = {
@@ -56,9 +57,6 @@ def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> in
     except ImportError as e:
         raise ImportError("counting LocalVMamba FLOPs needs fvcore: pip install fvcore") from e
     was_training = model.training
-    backends = {m: m.backend for m in model.modules() if hasattr(m, "backend")}
-    for m in backends:  # trace through the torch backend's autograd Function, which the handle below counts
-        m.backend = "torch"
     try:
         x = torch.randn(1, 3, img_size, img_size, device=next(model.parameters()).device)
         fca = FlopCountAnalysis(model.eval(), (x,))
@@ -73,9 +71,37 @@ def paper_flops(model: nn.Module, img_size: int = 224, full: bool = False) -> in
             fca.set_op_handle(op, None)
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
-        with torch.no_grad():
+        with torch.no_grad(), traceable(model):
             return int(fca.total())
     finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def traceable(model: nn.Module):
+    """Run ``model`` on paths that ``torch.jit.trace`` (fvcore's counter) can record, the counter's job
+    rather than the layers': every ``backend`` attribute set to "torch" (the scan as the autograd Function
+    that the scan rule above is attached to, not a C or Triton kernel the trace cannot see), the scan
+    plan's gathers as their plain indexing ops (their autograd Function takes a plan, which a trace cannot
+    record), and the block-diagonal GPU projections as per-direction ones (same products, counted alike)."""
+    from .. import scan
+    from ..layers import ssm
+
+    backends = {m: m.backend for m in model.modules() if hasattr(m, "backend")}
+    patches = []
+    if hasattr(scan, "_gather") and hasattr(scan, "_OPS"):
+        patches.append((scan, "_gather", lambda x, plan, op, interleaved: scan._OPS[op](x, plan, interleaved)))
+    if hasattr(ssm, "_block_projection"):
+        patches.append((ssm, "_block_projection", lambda rows: False))
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+    try:
+        for m in backends:
+            m.backend = "torch"
+        for mod, name, fn in patches:
+            setattr(mod, name, fn)
+        yield model
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
         for m, b in backends.items():
             m.backend = b
-        model.train(was_training)
