@@ -80,32 +80,30 @@ def test_readme_paths_exist():
 
 
 def _layout_entries() -> list[str]:
-    """Paths of the README's Layout section (`localmamba/` and the folders indented under it)."""
+    """Paths of the README's Layout section: the entries at 4 spaces (two columns allowed), the entries
+    indented under one of them (``localmamba/`` -> ``ops/``), and the .py files an indented entry's
+    description names (``layers/ ... reference.py: ...``)."""
     section = README.split("## Layout", 1)[1]
     entries, parent = [], ""
     for line in section.splitlines():
         if not line.startswith("    ") or not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
-        for m in re.finditer(r"(?:^|\s)([\w.-]+/)(?=\s|$)", line):
-            name = m.group(1)
-            if indent == 4 and m.start(1) == indent:
-                parent = name
-                entries.append(name)
-            elif indent > 4 and m.start(1) == indent:
-                entries.append(parent + name)
-            else:  # a second column: another top-level entry
-                entries.append(name)
-        if indent > 4:  # files named in a child's description, e.g. "reference.py:"
-            child = entries[-1]
-            entries += [child + f for f in re.findall(r"\b(\w+\.py)\b", line)]
+        first, *rest = line.split()
+        if indent == 4:  # top level, maybe a second column: "notebooks/   01-07     tests/   mirrors ..."
+            parent = first
+            entries += [first] + [w for w in rest if re.fullmatch(r"[\w.-]+/", w)]
+        else:
+            entries.append(parent + first)
+            if first.endswith("/"):
+                entries += [parent + first + f for f in re.findall(r"\b(\w+\.py)\b", " ".join(rest))]
     return entries
 
 
 def test_readme_layout_exists():
     entries = _layout_entries()
-    assert "localmamba/" in entries and "localmamba/ops/" in entries
-    missing = [e for e in entries if not (ROOT / e).exists() and not (ROOT / (e.rstrip("/") + ".py")).exists()]
+    assert "localmamba/" in entries and "localmamba/ops/" in entries and "tests/" in entries
+    missing = [e for e in entries if not (ROOT / e).exists()]
     assert not missing, f"README's Layout names what the tree does not have: {missing}"
 
 
