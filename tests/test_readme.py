@@ -253,3 +253,19 @@ def test_benchmarks_point_to_results_sections_that_exist():
     assert "Parameters and FLOPs" in named, named
     missing = {n: f for n, f in named.items() if not any(h.startswith(n) for h in headings)}
     assert not missing, f"benchmarks name RESULTS.md sections it lacks: {missing}"
+
+
+def test_readme_modules_exist():
+    """Every `python -m M` the README names (in code or prose) is a module that can run."""
+    import importlib.util
+
+    named = set(re.findall(r"python -m ([\w.]+)", README)) - {"pip"}
+    assert {"localmamba.train", "localmamba.evaluate"} <= named
+    def exists(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its package is missing
+            return False
+
+    missing = sorted(m for m in named if not exists(m))
+    assert not missing, f"README names modules that do not exist: {missing}"
