@@ -1,7 +1,7 @@
 """Running an engine command: expected errors as one line and exit status 2, bugs as tracebacks.
 
 An expected error is one the user fixes by changing the command (:data:`USER_ERRORS`: a wrong model
-name, option, config file, data folder or checkpoint); anything else is a bug and keeps its traceback.
+name, option, config file, data folder, checkpoint or direction spec); anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Callable, Optional, Sequence
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DataError
+from ..models.directions import DirectionSpecError
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, DirectionSpecError)
 EXIT_USER_ERROR = 2  # argparse's status for a bad command line
 
 

@@ -374,6 +374,9 @@ def build_datasets(dataset: str, data_dir: Optional[str] = None, *, img_size: Op
                 val = _load_torchvision(dataset, root, False, download)
     classes = list((train if train is not None else val).classes)
     if val_split:
+        if not 0 < val_split < len(train):
+            raise DataError(f"--val-split {val_split} holds out too many images: the training set has "
+                            f"{len(train)}; choose fewer")
         kept, held = stratified_split(train.targets, val_split, split_seed)
         train, val = _subset(train, kept), _subset(train, held)
     if train is not None and train_subset and train_subset < len(train):

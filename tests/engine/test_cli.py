@@ -43,6 +43,18 @@ def test_missing_data_folder(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_bad_direction_spec_and_oversized_val_split(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text("not json")
+    err = fails_with_one_line(capsys, T.main, "train", ["--model", "test_local_vim", "--model-kwargs",
+                                                       f'{{"directions": "{spec}"}}', "--output",
+                                                       str(tmp_path / "a"), *TRAIN])
+    assert "spec.json" in err
+    err = fails_with_one_line(capsys, T.main, "train", ["--model", "test_local_vim", "--val-split", "100000",
+                                                       "--output", str(tmp_path / "b"), *TRAIN])
+    assert "--val-split 100000" in err
+
+
 @pytest.mark.parametrize("name, text, says", [
     ("bad.yaml", "epochs: [1\n", "not valid YAML"),
     ("bad.json", "{epochs: 1", "not valid JSON"),
