@@ -241,16 +241,27 @@ def test_readme_figures_are_in_results():
     assert not missing, f"README figures without a command in benchmarks/RESULTS.md: {missing}"
 
 
+def _header(path: Path) -> str:
+    """A benchmark's header: a script's module docstring, a shell script's leading comments, one line."""
+    if path.suffix == ".py":
+        import ast
+
+        text = ast.get_docstring(ast.parse(path.read_text())) or ""
+    else:
+        text = "\n".join(line.lstrip("# ") for line in path.read_text().splitlines()[1:] if line.startswith("#"))
+    return " ".join(text.split())
+
+
 def test_benchmarks_point_to_results_sections_that_exist():
     """The benchmarks' headers name RESULTS.md sections ("Model throughput on the GPU") that RESULTS has."""
     headings = re.findall(r"^#+ (.+)$", RESULTS, re.M)
     named = {}
     for f in sorted((ROOT / "benchmarks").glob("*.[ps][yh]")):
-        text = re.sub(r"\s*\n\s*(#\s*)?", " ", f.read_text())  # quoted names may wrap over comment lines
-        for quoted in re.findall(r'RESULTS\.md[^"]{0,40}?((?:"[^"]+"(?:,| and)? ?)+)', text):
+        for quoted in re.findall(r'benchmarks/RESULTS\.md,?\s*(?:\(|sections?\s*)((?:"[^"]+"(?:,| and)?\s*)+)',
+                                 _header(f)):
             for name in re.findall(r'"([^"]+)"', quoted):
                 named.setdefault(name, f.name)
-    assert "Parameters and FLOPs" in named, named
+    assert {"Parameters and FLOPs", "Selective scan, the op alone"} <= set(named), named
     missing = {n: f for n, f in named.items() if not any(h.startswith(n) for h in headings)}
     assert not missing, f"benchmarks name RESULTS.md sections it lacks: {missing}"
 
