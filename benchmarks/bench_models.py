@@ -9,8 +9,9 @@ GPU rows: inference fp32 and bf16 (autocast), and a training step (forward, loss
 under bf16 autocast, in images/s, with peak memory; for each model both formulations run in the same
 process: ``stacked`` (ours: one gather and one selective-scan call for all directions of a layer) and
 ``loop`` (the original's: a Python loop of scan, conv, projections and kernel call per direction;
-:meth:`MultiDirectionMamba.forward_loop`, :meth:`SS2D.forward_loop`). Both use the same selective-scan
-backend (``--backend``, default auto: Triton on CUDA, the C kernel on CPU). ``--formulations compiled``
+:func:`~localmamba.layers.reference.mamba_loop`, :func:`~localmamba.layers.reference.ss2d_loop`). Both use the same
+selective-scan backend (``--backend``, default auto: the Triton kernels on CUDA when triton imports, then
+mamba-ssm's; ``--backend cuda`` against ``--backend triton`` re-checks that rule). ``--formulations compiled``
 adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
 ``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
@@ -36,6 +37,7 @@ import localmamba  # noqa: F401
 from localmamba.engine.cuda_graphs import InferenceGraph, graph_for_training
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import compile_model
+from localmamba.layers.reference import loop_forward
 from localmamba.ops import available_backends, selective_scan
 
 
@@ -45,7 +47,7 @@ def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module
     for m in model.modules():
         if isinstance(m, (MultiDirectionMamba, SS2D)):
             if formulation == "loop":
-                m.forward = m.forward_loop
+                loop_forward(m)
             elif "forward" in m.__dict__:
                 del m.forward
     return compile_model(model) if formulation == "compiled" else model

@@ -16,7 +16,6 @@ autograd keeps between forward and backward (bytes of saved tensors, from saved_
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ import torch
 
 from localmamba.ops import available_backends, selective_scan, selective_scan_ref
 
-ssm = importlib.import_module("localmamba.ops.selective_scan")
+from localmamba.ops import scan_cuda, scan_torch
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -55,7 +54,7 @@ def call(backend, x, chunk_size):
     if backend == "ref":
         return selective_scan_ref(**x, delta_softplus=True)
     if backend == "torch":
-        return ssm.selective_scan_torch(**x, delta_softplus=True, chunk_size=chunk_size)
+        return scan_torch.selective_scan_torch(**x, delta_softplus=True, chunk_size=chunk_size)
     return selective_scan(**x, delta_softplus=True, backend=backend)
 
 
@@ -182,7 +181,7 @@ def main(argv=None):
     p.add_argument("--seqlen", type=int, default=196)
     p.add_argument("--dstate", type=int, default=16)
     p.add_argument("--groups", type=int, default=4)
-    p.add_argument("--chunk-size", type=int, default=ssm.DEFAULT_CHUNK_SIZE)
+    p.add_argument("--chunk-size", type=int, default=scan_torch.DEFAULT_CHUNK_SIZE)
     p.add_argument("--repeats", type=int, default=7, help="timed runs per figure (median reported)")
     p.add_argument("--ref-repeats", type=int, default=1, help="timed fwd+bwd runs of the slow oracle")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
@@ -209,7 +208,7 @@ def main(argv=None):
     print(f"b={args.batch} d={args.dim} l={args.seqlen} n={args.dstate} groups={args.groups}, "
           f"z, D, delta_bias, softplus, fp32; torch chunk size {args.chunk_size}")
     if device.type == "cuda" and "cuda" not in backends:
-        print(f"(no 'cuda' backend: mamba-ssm does not import: {ssm._mamba_import_error})")
+        print(f"(no 'cuda' backend: mamba-ssm does not import: {scan_cuda._mamba_import_error})")
 
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = {}

@@ -10,18 +10,17 @@ LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with
 (B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32, so that the kernels
 ``use_chunked`` picks run. Times are medians of CUDA events, ms, forward and forward+backward.
 ``--grid`` sweeps the step-by-step kernels' launch settings (it forces them). To compare with an earlier kernel, check out its
-``localmamba/ops/selective_scan_triton.py`` and run again on the same machine.
+``localmamba/ops/scan_triton.py`` and run again on the same machine.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import timm
 import torch
 from bench_models import cuda_time, scan_ms, train_img_s
 
 import localmamba  # noqa: F401
-import localmamba.ops.selective_scan_triton as T
+import localmamba.ops.scan_triton as T
 
 SHAPES = {"LocalVim-T CIFAR b256": (256, 1536, 65, 16, 4), "LocalVim-T 224 b128": (128, 1536, 197, 16, 4),
           "LocalVMamba-T stage 1 b128": (128, 768, 3136, 16, 4)}
@@ -29,8 +28,8 @@ def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
     """The selective-scan calls of one forward of ``model`` (one per distinct input signature), in fp32
     and under bf16 autocast: their real shapes, strides and dtypes (SS2D scans fp32 u with bf16 delta,
     B, C under autocast; LocalVim's mixer all bf16)."""
-    S = importlib.import_module("localmamba.ops.selective_scan")  # the module (the package exports the function)
-    real, calls, seen = S.selective_scan_triton, [], set()
+    from localmamba.ops.scan import SCAN  # the scan's backend table, which the entry point dispatches through
+    real, calls, seen = SCAN.impls["triton"], [], set()
 
     def record(*args):
         key = tuple((tuple(a.shape), a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
@@ -41,13 +40,13 @@ def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
         return real(*args)
     m = timm.create_model(model, backend="triton").cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
-    S.selective_scan_triton = record
+    SCAN.impls["triton"] = record
     try:
         for mode, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
                 m(x)
     finally:
-        S.selective_scan_triton = real
+        SCAN.impls["triton"] = real
     return calls
 
 

@@ -373,10 +373,8 @@ _LAYOUTS = {"bklc": False, "blkc": True}
 
 
 def _gather(x: torch.Tensor, plan: ScanPlan, op: str, interleaved: bool) -> torch.Tensor:
-    """``_Gather.apply``, or the bare gather while ``torch.jit`` traces (fvcore's FLOP count), which cannot
-    record an autograd Function that takes a ScanPlan."""
-    if torch.jit.is_tracing():
-        return _OPS[op](x, plan, interleaved)
+    """``_Gather.apply``. A ``torch.jit`` trace cannot record an autograd Function that takes a ScanPlan: the
+    FLOP counter (:func:`localmamba.models.flops.traceable`) swaps this for the bare gather ``_OPS[op]``."""
     return _Gather.apply(x, plan, op, interleaved)
 
 

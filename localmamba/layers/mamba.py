@@ -8,10 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import causal_conv1d, selective_scan
-from ..scan import ORIGINAL_CANDIDATES, local_reverse, local_scan, multi_reverse, multi_scan, scan_plan
+from ..ops import causal_conv1d
+from ..scan import ORIGINAL_CANDIDATES, scan_plan
+from .layout import Layout
 from .merge import DirectionMerge
-from .ssm import DirectionalSSM, interleaved_layout
+from .ssm import DirectionalSSM
 
 __all__ = ["MultiDirectionMamba"]
 
@@ -48,88 +49,32 @@ class MultiDirectionMamba(nn.Module):
 
     def forward(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
                 backend: str = "auto") -> torch.Tensor:
-        """x (B, T, d_model), T = H*W (+1 with a class token) -> (B, T, d_model)."""
-        B, T, _ = x.shape
+        """x (B, T, d_model), T = H*W (+1 with a class token) -> (B, T, d_model).
+
+        Channels innermost throughout: the scan inputs live in the storage of a :class:`Layout` (chosen for
+        x's device and ``backend``) seen as (B, K*D, L) views, so the selective scan neither transposes its
+        inputs nor copies its output, and the causal depthwise conv (:func:`~localmamba.ops.causal_conv1d`)
+        reads that layout too. The gate silu(z) is applied after the reverse, in token order: the reverse is
+        a gather, so y*silu(z) gathered equals gathered y times silu of the unscanned z, computed once for
+        all K directions instead of gathered K times. With the interleaved layout (GPUs) the reverse, the
+        gate and the merge are one op (:meth:`DirectionMerge.merge_rows`) that reads the scan's rows in place.
+        ``backend`` reaches every op: the conv, the scan and the merge.
+        """
         K, D = len(self.directions), self.d_inner
         plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
-        interleaved = interleaved_layout(x, backend)
-        if interleaved or x.device.type == "cpu":
-            return self._forward_channels_last(x, plan, backend, interleaved)
-        xz = multi_scan(self.in_proj(x), plan)  # (B, K, L, 2D)
-        L = plan.L
-        xz = xz.transpose(-1, -2)  # (B, K, 2D, L)
-        xs = xz[:, :, :D].reshape(B, K * D, L)  # (B, K*D, L)
-        z = xz[:, :, D:]  # (B, K, D, L)
-        xs = F.silu(self.conv1d(xs)[..., :L]).view(B, K, D, L)  # causal: keep the first L outputs
-        y = self.ssm(xs, z=z, backend=backend)  # (B, K, D, L), already gated by silu(z)
-        y = multi_reverse(y.transpose(-1, -2), plan)  # (B, K, T, D)
-        return self.out_proj(self.merge(y))  # (B, T, d_model)
-
-    def _forward_channels_last(self, x: torch.Tensor, plan, backend: str, interleaved: bool) -> torch.Tensor:
-        """:meth:`forward` with channels innermost throughout (same math), for the scans that read
-        time-major inputs fastest.
-
-        The scan inputs live in channels-innermost storage seen as (B, K*D, L) views, so the selective
-        scan neither transposes its inputs nor copies its output: (L, B, K, D) on CPU, the torch scan's
-        own layout, or with ``interleaved`` the K sequences interleaved per position, (B, L, K, D), on GPUs,
-        where each step of the kernel then reads and writes its K*D channels contiguously. The causal
-        depthwise conv (:func:`~localmamba.ops.causal_conv1d`: a Triton kernel on GPUs) reads that layout
-        too. The gate silu(z) is applied after the reverse, in token order: the reverse is a gather, so
-        y*silu(z) gathered equals gathered y times silu of the unscanned z, computed once for all K
-        directions instead of gathered K times. On GPUs the reverse, the gate and the merge are one op
-        (:meth:`DirectionMerge.merge_rows`) that reads the scan's rows in place.
-        """
-        D = self.d_inner
+        layout = Layout.for_device(x.device, backend)
         xz = self.in_proj(x)  # (B, T, 2D)
-        if interleaved:
-            xs = multi_scan(xz[..., :D], plan, layout="blkc")  # (B, L, K, D)
-            to_bkdl, back, layout = (0, 2, 3, 1), (0, 3, 1, 2), "blkc"  # back: (B, K, D, L) -> (B, L, K, D)
-        else:
-            xs = multi_scan(xz[..., :D], plan).permute(2, 0, 1, 3).contiguous()  # (L, B, K, D)
-            to_bkdl, back, layout = (1, 2, 3, 0), (0, 1, 3, 2), "bklc"  # back: -> (B, K, L, D)
-        xs = xs.permute(*to_bkdl).flatten(1, 2)  # (B, K*D, L), a view of channels-innermost storage
-        xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu")  # xs's layout
-        y = self.ssm(xs.unflatten(1, (len(self.directions), D)), backend=backend)  # (B, K, D, L), in xs's layout
+        xs = layout.scan(xz[..., :D], plan).flatten(1, 2)  # (B, K*D, L), a view of the layout's storage
+        xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu",
+                           backend=backend)  # (B, K*D, L), xs's layout
+        y = self.ssm(xs.unflatten(1, (K, D)), backend=backend)  # (B, K, D, L), in xs's layout
         s = F.silu(xz[..., D:])  # (B, T, D)
-        if interleaved:  # the merge reads the scan's rows in place, reversing them itself
-            rows = y.permute(*back).flatten(1, 2)  # (B, L*K, D), a view
-            return self.out_proj(self.merge.merge_rows(rows, plan.reverse_rows(x.device, layout), s=s))
-        y = multi_reverse(y.permute(*back), plan, layout=layout) * s.unsqueeze(1)  # (B, K, T, D)
+        if layout.interleaved:  # the merge reads the scan's rows in place, reversing them itself
+            rows = layout.rows(y).flatten(1, 2)  # (B, L*K, D), a view
+            return self.out_proj(self.merge.merge_rows(rows, plan.reverse_rows(x.device, layout.scan_layout), s=s,
+                                                       backend=backend))
+        y = layout.reverse(y, plan) * s.unsqueeze(1)  # (B, K, T, D)
         return self.out_proj(self.merge(y))  # (B, T, d_model)
-
-    def forward_loop(self, x: torch.Tensor, grid_size: tuple[int, int], cls_position: int | None = None,
-                     backend: str = "auto") -> torch.Tensor:
-        """The original's formulation, same parameters: a Python loop over directions, each with its own
-        scan, conv1d, projections, selective-scan call and reverse. The oracle for :meth:`forward`, and the
-        baseline that the benchmarks compare it with."""
-        D, N, R = self.d_inner, self.ssm.d_state, self.dt_rank
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2D, T)
-        c = cls_position
-        if c is not None:
-            cls, xz = xz[..., c:c + 1], torch.cat([xz[..., :c], xz[..., c + 1:]], -1)  # (B, 2D, 1), (B, 2D, H*W)
-        outs = []
-        for k, direction in enumerate(self.directions):
-            s = local_scan(xz, direction, *grid_size)  # (B, 2D, L_k)
-            if c is not None:
-                s = torch.cat([s[..., :c], cls, s[..., c:]], -1)
-            xk, zk = s.chunk(2, dim=1)  # (B, D, L_k) each
-            L = xk.shape[-1]
-            ch = slice(k * D, (k + 1) * D)
-            xk = F.silu(F.conv1d(xk, self.conv1d.weight[ch], self.conv1d.bias[ch], padding=self.d_conv - 1,
-                                 groups=D)[..., :L])  # (B, D, L_k)
-            dt, Bk, Ck = torch.split(F.linear(xk.transpose(1, 2), self.ssm.x_proj_weight[k]), [R, N, N], dim=-1)
-            dt = F.linear(dt, self.ssm.dt_projs_weight[k]).transpose(1, 2)  # (B, D, L_k)
-            y = selective_scan(xk, dt, -torch.exp(self.ssm.A_logs[ch].float()), Bk.transpose(1, 2).contiguous(),
-                               Ck.transpose(1, 2).contiguous(), D=self.ssm.Ds[ch].float(), z=zk,
-                               delta_bias=self.ssm.dt_projs_bias[k].float(), delta_softplus=True,
-                               backend=backend)  # (B, D, L_k)
-            if c is not None:
-                yc, y = y[..., c:c + 1], torch.cat([y[..., :c], y[..., c + 1:]], -1)
-            y = local_reverse(y, direction, *grid_size)  # (B, D, H*W)
-            if c is not None:
-                y = torch.cat([y[..., :c], yc, y[..., c:]], -1)
-            outs.append(y.transpose(1, 2))  # (B, T, D)
-        return self.out_proj(self.merge(torch.stack(outs, 1)))
 
     def extra_repr(self) -> str:
         return f"directions={'search' if self.search else list(self.directions)}"

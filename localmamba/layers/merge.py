@@ -68,19 +68,21 @@ class DirectionMerge(nn.Module):
             raise RuntimeError("direction probabilities exist only for a search (supernet) layer")
         return self.weights.detach().flatten().softmax(0)
 
-    def merge_rows(self, rows: torch.Tensor, index: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+    def merge_rows(self, rows: torch.Tensor, index: torch.Tensor, s: torch.Tensor | None = None,
+                   backend: str = "auto") -> torch.Tensor:
         """:meth:`forward` of x_kt = rows[:, index[k, t]] * s_t, (B, T, C): the scanned sequences as rows
         (B, R, C), before their reverse to token order, which ``index`` (K, T) gives
         (:meth:`~localmamba.scan.ScanPlan.reverse_rows`), and an optional gate s (B, T, C). The channel
         attention merge then runs as :func:`~localmamba.ops.channel_merge`: on GPUs its kernels read each
-        direction's rows in place, with neither the (B, K, T, C) gather nor LayerNorm's output in memory."""
+        direction's rows in place, with neither the (B, K, T, C) gather nor LayerNorm's output in memory.
+        ``backend``: the mixer's, passed on to the op (the names it lacks run its "auto" choice)."""
         if index.shape[0] != self.num_directions:
             raise ValueError(f"expected {self.num_directions} directions, got {index.shape[0]}")
         if self.search:
             B, _, C = rows.shape
             xs = rows.index_select(1, index.flatten()).view(B, *index.shape, C)  # (B, K, T, C)
             return self(xs if s is None else xs * s.unsqueeze(1))
-        return channel_merge(rows, index, self.attn.gate_from_mean, s=s, eps=self.attn.norm.eps)
+        return channel_merge(rows, index, self.attn.gate_from_mean, s=s, eps=self.attn.norm.eps, backend=backend)
 
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         B, K, T, C = xs.shape

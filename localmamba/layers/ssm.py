@@ -12,16 +12,9 @@ import math
 import torch
 import torch.nn as nn
 
-from ..ops import reads_time_major, selective_scan
+from ..ops import selective_scan
 
-__all__ = ["DirectionalSSM", "dt_bias_init", "interleaved_layout"]
-
-
-def interleaved_layout(x: torch.Tensor, backend: str) -> bool:
-    """Whether the mixers should scan ``x`` in the interleaved (B, L, K, D) layout: on GPUs, with a
-    backend that reads time-major inputs (the Triton kernel, the torch scan). CPU tensors have their own
-    time-major (L, B, K, D) path; mamba-ssm's kernel reads (B, K*D, L) contiguous."""
-    return x.device.type != "cpu" and reads_time_major(backend, x.device)
+__all__ = ["DirectionalSSM", "dt_bias_init"]
 
 
 def dt_bias_init(shape, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
@@ -40,9 +33,10 @@ def _block_diagonal(W: torch.Tensor) -> torch.Tensor:
 
 
 def _block_projection(rows: torch.Tensor) -> bool:
-    """Whether the x and delta projections run as one GEMM each against the block-diagonal weights: on
-    GPUs, outside a FLOP count's trace (see :meth:`DirectionalSSM.forward`)."""
-    return rows.is_cuda and not torch.jit.is_tracing()
+    """Whether the x and delta projections run as one GEMM each against the block-diagonal weights: on GPUs
+    (see :meth:`DirectionalSSM.forward`; the FLOP counter, :func:`localmamba.models.flops.traceable`, turns it
+    off to count the per-direction math)."""
+    return rows.is_cuda
 
 
 def _per_direction(a: torch.Tensor, W: torch.Tensor, block: bool) -> torch.Tensor:

@@ -1,18 +1,29 @@
 """Operators: the selective scan, the causal depthwise conv and the channel-attention merge, each with one
-signature and several backends.
+signature, a plain-PyTorch ``*_ref`` oracle and several backends chosen by one string (see :mod:`._dispatch`
+for the names and the "auto" rules, shared by all ops).
 
-``localmamba.ops.selective_scan`` is the function; the module of the same name (its helpers, constants and
-the ``SelectiveScanTorchFn`` autograd Function) is ``importlib.import_module("localmamba.ops.selective_scan")``.
+Layout: one entry module per op, one file per backend that is more than a few lines; no module is named
+like a function, so ``localmamba.ops.selective_scan`` is the function and every module imports plainly::
+
+    _dispatch.py      the backend registry: names, "auto" per device, availability, one-time warnings
+    _checks.py        input checks shared by each op's backends
+    _triton.py        triton imported once for every Triton kernel
+    scan.py           selective_scan (entry point), available_backends, reads_time_major
+    scan_ref.py       "ref": the oracle loop              scan_torch.py   "torch": chunked recurrence
+    scan_cpu.py/.c    "cpu": the C kernel                 scan_cuda.py    "cuda": mamba-ssm's kernel
+    scan_triton.py    "triton": the Triton kernels
+    conv1d.py         causal_conv1d (entry, "ref", "torch")     conv1d_triton.py   its "triton" kernels
+    merge.py          channel_merge (entry, "ref")              merge_triton.py    its "triton" kernels
 """
-from .causal_conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch, causal_conv1d_triton
-from .channel_merge import channel_merge, channel_merge_ref, channel_merge_triton
-from .selective_scan import (
-    DEFAULT_CHUNK_SIZE, SelectiveScanTorchFn, available_backends, cpu_kernel_available, reads_time_major,
-    selective_scan, selective_scan_ref, selective_scan_torch,
-)
-from .selective_scan_cpu import selective_scan_cpu
+from ._dispatch import BACKENDS
+from .conv1d import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch, causal_conv1d_triton
+from .merge import channel_merge, channel_merge_ref, channel_merge_triton
+from .scan import available_backends, reads_time_major, selective_scan
+from .scan_cpu import cpu_kernel_available, selective_scan_cpu
+from .scan_ref import selective_scan_ref
+from .scan_torch import DEFAULT_CHUNK_SIZE, SelectiveScanTorchFn, selective_scan_torch
 
-__all__ = ["available_backends", "reads_time_major", "selective_scan", "selective_scan_ref", "selective_scan_torch",
-           "selective_scan_cpu", "cpu_kernel_available", "SelectiveScanTorchFn", "DEFAULT_CHUNK_SIZE",
-           "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_triton", "channel_merge",
-           "channel_merge_ref", "channel_merge_triton"]
+__all__ = ["BACKENDS", "available_backends", "reads_time_major", "selective_scan", "selective_scan_ref",
+           "selective_scan_torch", "selective_scan_cpu", "cpu_kernel_available", "SelectiveScanTorchFn",
+           "DEFAULT_CHUNK_SIZE", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_triton",
+           "channel_merge", "channel_merge_ref", "channel_merge_triton"]

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-import localmamba.layers.mamba as mamba_mod
-import localmamba.layers.ss2d as ss2d_mod
 import localmamba.layers.ssm as ssm_mod
-from localmamba.layers import SS2D, DirectionMerge, MultiDirectionMamba
+from localmamba.layers import INTERLEAVED, SS2D, DirectionMerge, Layout, MultiDirectionMamba
+from localmamba.layers.reference import mamba_loop, ss2d_loop
+from localmamba.ops import available_backends
 
 
 @pytest.fixture(params=["cpu", "interleaved"])
@@ -13,10 +13,31 @@ def layout(request, monkeypatch):
     """The mixers' layout: CPU's own time-major path, or the GPU one (interleaved (B, L, K, D), the x
     projection as one block-diagonal GEMM, the merge reading the scan's rows), which runs on CPU too."""
     if request.param == "interleaved":
-        for mod in (mamba_mod, ss2d_mod):
-            monkeypatch.setattr(mod, "interleaved_layout", lambda x, backend: True)
+        monkeypatch.setattr(Layout, "for_device", staticmethod(lambda device, backend: INTERLEAVED))
         monkeypatch.setattr(ssm_mod, "_block_projection", lambda rows: True)
     return request.param
+
+
+@pytest.mark.parametrize("backend", ["ref", "torch", "cpu"])
+def test_the_layer_backend_reaches_every_op(backend, monkeypatch):
+    """One backend string per layer: the conv, the scan and the merge all receive it (in the interleaved
+    layout, where the merge is the channel_merge op)."""
+    import localmamba.layers.mamba as mamba_mod
+    import localmamba.layers.merge as merge_mod
+    seen = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen.append((name, kwargs.get("backend")))
+            return fn(*args, **kwargs)
+        return wrapped
+    monkeypatch.setattr(mamba_mod, "causal_conv1d", spy("conv", mamba_mod.causal_conv1d))
+    monkeypatch.setattr(ssm_mod, "selective_scan", spy("scan", ssm_mod.selective_scan))
+    monkeypatch.setattr(merge_mod, "channel_merge", spy("merge", merge_mod.channel_merge))
+    monkeypatch.setattr(Layout, "for_device", staticmethod(lambda device, backend: INTERLEAVED))
+    m = MultiDirectionMamba(16, ("h", "w2"), d_state=4)
+    m(torch.randn(2, 16, 16), (4, 4), backend=backend)
+    assert sorted(seen) == [("conv", backend), ("merge", backend), ("scan", backend)]
 
 
 @pytest.mark.parametrize("backend", ["ref", "torch"])
@@ -32,7 +53,7 @@ def test_multi_direction_mamba_equals_per_direction_loop(directions, grid, cls_p
     T = grid[0] * grid[1] + (cls_position is not None)
     x = torch.randn(2, T, 16, requires_grad=True)
     out = m(x, grid, cls_position=cls_position, backend=backend)
-    ref = m.forward_loop(x, grid, cls_position=cls_position, backend="ref")
+    ref = mamba_loop(m, x, grid, cls_position=cls_position, backend="ref")
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     g = torch.randn_like(out)
     grads = torch.autograd.grad(out, [x, *m.parameters()], g)
@@ -48,7 +69,7 @@ def test_ss2d_equals_per_direction_loop(directions, hw, backend, layout):
     torch.manual_seed(0)
     m = SS2D(8, directions, d_state=4)
     x = torch.randn(2, *hw, 8, requires_grad=True)
-    out, ref = m(x, backend=backend), m.forward_loop(x, backend="ref")
+    out, ref = m(x, backend=backend), ss2d_loop(m, x, backend="ref")
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     gx, = torch.autograd.grad(out.sum(), x)
     gx_ref, = torch.autograd.grad(ref.sum(), x)
@@ -82,19 +103,22 @@ def test_direction_merge_search_mixes_by_softmax():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "cuda"])
 def test_mixers_on_gpu_equal_per_direction_loop(backend):
-    """The GPU path as users run it: interleaved layout, Triton causal conv, the scan backend on CUDA."""
+    """The GPU paths as users run them: the interleaved layout with the Triton kernels or the torch scan, and
+    the stacked layout of mamba-ssm's kernel ("cuda", with the Triton conv and merge)."""
     pytest.importorskip("triton")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    if backend == "cuda" and "cuda" not in available_backends():
+        pytest.skip("needs mamba-ssm")
     torch.manual_seed(0)
     for m, args in [(MultiDirectionMamba(16, ("h", "v_flip", "w2", "w3_flip"), d_state=4), ((5, 6),)),
                     (SS2D(8, ("h", "w2_flip", "v", "w7"), d_state=4), ())]:
         m = m.cuda()
         x = torch.randn(2, 30, 16, device="cuda") if args else torch.randn(2, 7, 7, 8, device="cuda")
         x.requires_grad_(True)
-        out, ref = m(x, *args, backend=backend), m.forward_loop(x, *args, backend="ref")
+        out, ref = m(x, *args, backend=backend), (mamba_loop if args else ss2d_loop)(m, x, *args, backend="ref")
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
         g = torch.randn_like(out)
         for a, b in zip(torch.autograd.grad(out, [x, *m.parameters()], g),

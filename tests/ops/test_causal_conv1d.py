@@ -56,6 +56,8 @@ def test_torch_equals_reference(layout, L, W, bias, activation):
     x, w, b, out = compare_on_cpu(causal_conv1d_torch, causal_conv1d_ref, layout, L, W, bias, activation,
                                   (1e-6, 1e-7), (1e-6, 1e-6))
     assert causal_conv1d(x, w, b, activation).equal(out), "auto runs the torch backend on CPU"
+    for backend in ("cpu", "cuda"):  # names without a conv of their own run "auto"
+        assert causal_conv1d(x, w, b, activation, backend=backend).equal(out), backend
 
 
 def test_bad_inputs_are_clear_errors():
@@ -66,8 +68,8 @@ def test_bad_inputs_are_clear_errors():
         causal_conv1d(x, torch.randn(6, 4), torch.randn(5))
     with pytest.raises(ValueError, match="activation"):
         causal_conv1d(x, torch.randn(6, 4), activation="relu")
-    with pytest.raises(ValueError, match="backend"):
-        causal_conv1d(x, torch.randn(6, 4), backend="cuda")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        causal_conv1d(x, torch.randn(6, 4), backend="fast")
     with pytest.raises(ValueError, match=r"\(batch, dim, seqlen\)"):
         causal_conv1d(x[0], torch.randn(6, 4))
 

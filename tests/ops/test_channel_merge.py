@@ -45,14 +45,23 @@ def test_bad_inputs_are_clear_errors():
         channel_merge(rows, index.float(), gate)
     with pytest.raises(ValueError, match="s must be"):
         channel_merge(rows, index, gate, s=s[:, :3])
-    with pytest.raises(ValueError, match="backend"):
-        channel_merge(rows, index, gate, backend="cuda")
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        channel_merge(rows, index, gate, backend="fast")
+
+
+def test_backend_names_without_a_merge_run_auto():
+    """The layers pass one backend name to every op: a name this op lacks ("torch", "cpu", "cuda") runs its
+    "auto" choice, the reference on CPU."""
+    rows, index, gate, s = make()
+    ref = channel_merge_ref(rows, index, gate, s=s)
+    for backend in ("torch", "cpu", "cuda", "auto"):
+        assert channel_merge(rows, index, gate, s=s, backend=backend).equal(ref), backend
 
 
 CHECK = r"""
 import torch, torch.nn as nn
 from localmamba.ops import channel_merge_ref, channel_merge_triton
-import localmamba.ops.channel_merge as M
+import localmamba.ops.merge_triton as M
 dev = "{device}"
 worst = 0.0
 # (B, K, T, C, rows no direction reads, s, dtype): C below and at a power of two, tokens over several blocks

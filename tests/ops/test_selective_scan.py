@@ -2,7 +2,6 @@
 
 Runs in a few seconds on a 2-core CPU; CUDA cases skip without a GPU (and "cuda" without mamba-ssm).
 """
-import importlib
 import itertools
 import warnings
 
@@ -11,8 +10,8 @@ import torch
 
 from localmamba.ops import available_backends, selective_scan, selective_scan_ref, selective_scan_torch
 
-# the submodule (localmamba.ops.selective_scan is shadowed by the function of the same name)
-ssm = importlib.import_module("localmamba.ops.selective_scan")
+from localmamba.ops import _dispatch, _triton, scan_cuda
+from localmamba.ops.scan import SCAN
 
 HAS_CUDA = torch.cuda.is_available()
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -234,7 +233,7 @@ def test_torch_backend_does_not_store_every_state():
 def test_available_backends():
     names = available_backends()
     assert names[:2] == ["ref", "torch"]
-    assert ("cuda" in names) == (HAS_CUDA and ssm._mamba_selective_scan_fn() is not None)
+    assert ("cuda" in names) == (HAS_CUDA and scan_cuda._mamba_selective_scan_fn() is not None)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -264,40 +263,44 @@ def test_bad_shapes_raise(field, value, match, backend):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="unknown selective-scan backend 'no-such-backend'"):
+    with pytest.raises(ValueError, match="unknown backend 'no-such-backend'; choose one of .*'triton'"):
         selective_scan(**_good(), backend="no-such-backend")
 
 
 def test_cuda_backend_without_mamba_names_install_command(monkeypatch):
-    monkeypatch.setattr(ssm, "_mamba_selective_scan_fn", lambda: None)
+    monkeypatch.setattr(scan_cuda, "_mamba_selective_scan_fn", lambda: None)
     with pytest.raises(RuntimeError, match="pip install mamba-ssm"):
         selective_scan(**_good(), backend="cuda")
 
 
 def test_cuda_backend_needs_cuda_tensors(monkeypatch):
-    monkeypatch.setattr(ssm, "_mamba_selective_scan_fn", lambda: (lambda *a, **k: None))
+    monkeypatch.setattr(scan_cuda, "_mamba_selective_scan_fn", lambda: (lambda *a, **k: None))
     with pytest.raises(ValueError, match="CUDA tensors"):
         selective_scan(**_good(), backend="cuda")
 
 
 def test_auto_falls_back_and_warns_once(monkeypatch):
-    monkeypatch.setattr(ssm, "_mamba_selective_scan_fn", lambda: None)
-    if hasattr(ssm, "triton_available"):                           # no other GPU kernel either
-        monkeypatch.setattr(ssm, "triton_available", lambda: False)
-    monkeypatch.setattr(ssm, "_warned_fallback", False)
-    assert ssm._resolve_backend("auto", is_cuda=False) == ("cpu" if ssm.cpu_kernel_available() else "torch")
+    """On CUDA, "auto" prefers the Triton kernel, then mamba-ssm, then torch; each fallback warns once."""
+    monkeypatch.setattr(scan_cuda, "_mamba_selective_scan_fn", lambda: None)
+    monkeypatch.setattr(_triton, "triton_error", lambda: "no triton here")  # no GPU kernel at all
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    assert SCAN.resolve("auto", "cpu") == ("cpu" if "cpu" in available_backends() else "torch")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert [ssm._resolve_backend("auto", is_cuda=True) for _ in range(3)] == ["torch"] * 3
-    assert len(caught) == 1 and "pip install mamba-ssm" in str(caught[0].message)
-    monkeypatch.setattr(ssm, "_warned_fallback", False)
-    monkeypatch.setattr(ssm, "triton_available", lambda: True)  # the Triton kernel is the first fallback
+        assert [SCAN.resolve("auto", "cuda") for _ in range(3)] == ["torch"] * 3
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages  # triton missing, mamba-ssm missing: once each
+    assert "pip install triton" in messages[0] and "pip install mamba-ssm" in messages[1]
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    monkeypatch.setattr(scan_cuda, "_mamba_selective_scan_fn", lambda: (lambda *a, **k: None))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert ssm._resolve_backend("auto", is_cuda=True) == "triton"
+        assert SCAN.resolve("auto", "cuda") == "cuda"                 # mamba-ssm is the first fallback
     assert len(caught) == 1 and "Triton" in str(caught[0].message)
-    monkeypatch.setattr(ssm, "_mamba_selective_scan_fn", lambda: (lambda *a, **k: None))
-    assert ssm._resolve_backend("auto", is_cuda=True) == "cuda"
+    monkeypatch.setattr(_triton, "triton_error", lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SCAN.resolve("auto", "cuda") == "triton"               # the fastest for the models: no warning
 
 
 # --------------------------------------------------------------------------------------------- CUDA
@@ -316,14 +319,14 @@ def test_torch_backend_on_cuda(opts):
 def test_auto_and_autocast_on_cuda(monkeypatch):
     inputs = make_inputs(2, 16, 33, 8, 4, device="cuda")
     expected = selective_scan(**inputs, delta_softplus=True, backend="torch")
-    monkeypatch.setattr(ssm, "_warned_fallback", False)
+    monkeypatch.setattr(_dispatch, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = selective_scan(**inputs, delta_softplus=True, backend="auto")
-    if "cuda" in available_backends():                             # mamba-ssm: no warning
+    if "triton" in available_backends():                           # the first choice: no warning
         assert not caught
-    else:                                                          # triton or torch, with one warning
-        assert len(caught) == 1 and "pip install mamba-ssm" in str(caught[0].message)
+    else:                                                          # mamba-ssm or torch, with a warning
+        assert caught and "pip install triton" in str(caught[0].message)
     assert_close(out, expected, 1e-4, "auto vs torch")
     for backend in (b for b in available_backends() if b != "cpu"):  # "cpu" takes CPU tensors only
         with torch.autocast("cuda", dtype=torch.bfloat16):

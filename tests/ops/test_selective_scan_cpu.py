@@ -1,6 +1,5 @@
 """The "cpu" backend (the C kernel) against the oracle: outputs and every gradient over options, shapes,
 groupings, dtypes and the layers' layouts; its threading; its build cache; its fallbacks and errors."""
-import importlib
 import os
 import threading
 import warnings
@@ -11,8 +10,9 @@ from test_selective_scan import assert_close, compare_to_oracle, make_inputs, po
 
 from localmamba.ops import available_backends, reads_time_major, selective_scan, selective_scan_ref
 
-ssm = importlib.import_module("localmamba.ops.selective_scan")
-cpu = importlib.import_module("localmamba.ops.selective_scan_cpu")
+from localmamba.ops import _dispatch
+from localmamba.ops import scan_cpu as cpu
+from localmamba.ops.scan import BACKENDS, SCAN
 
 pytestmark = pytest.mark.skipif(not cpu.cpu_kernel_available(), reason=f"no C kernel: {cpu.cpu_kernel_error()}")
 
@@ -172,9 +172,9 @@ def test_other_devices_raise():
 
 
 def test_registered():
-    assert "cpu" in ssm.BACKENDS and "cpu" in available_backends()
-    assert ssm._resolve_backend("auto", is_cuda=False) == "cpu"
-    assert ssm._resolve_backend("auto", is_cuda=False, on_cpu=False) == "torch"  # meta, mps, ...
+    assert "cpu" in BACKENDS and "cpu" in available_backends()
+    assert SCAN.resolve("auto", "cpu") == "cpu"
+    assert SCAN.resolve("auto", "meta") == "torch"  # meta, mps, ...
     assert reads_time_major("cpu", "cpu") and reads_time_major("auto", "cpu")
 
 
@@ -204,7 +204,7 @@ def no_compiler(monkeypatch):
     monkeypatch.setattr(cpu, "_lib", None)
     monkeypatch.setattr(cpu, "_lib_error", None)
     monkeypatch.setattr(cpu, "_compiler", missing)
-    monkeypatch.setattr(ssm, "_warned_cpu_fallback", False)
+    monkeypatch.setattr(_dispatch, "_warned", set())
 
 
 def test_explicit_cpu_without_compiler_names_the_install(no_compiler):
@@ -218,17 +218,17 @@ def test_auto_without_compiler_falls_back_and_warns_once(no_compiler):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         outs = [selective_scan(**x, delta_softplus=True) for _ in range(3)]
-        assert [ssm._resolve_backend("auto", is_cuda=False) for _ in range(2)] == ["torch"] * 2
+        assert [SCAN.resolve("auto", "cpu") for _ in range(2)] == ["torch"] * 2
     assert len(caught) == 1 and "apt install gcc" in str(caught[0].message)
     assert torch.equal(outs[0], selective_scan(**x, delta_softplus=True, backend="torch"))
 
 
 def test_env_var_turns_it_off(monkeypatch):
     monkeypatch.setenv("LOCALMAMBA_CPU_KERNEL", "0")
-    monkeypatch.setattr(ssm, "_warned_cpu_fallback", False)
+    monkeypatch.setattr(_dispatch, "_warned", set())
     with warnings.catch_warnings():
         warnings.simplefilter("error")                                 # turned off on purpose: no warning
-        assert ssm._resolve_backend("auto", is_cuda=False) == "torch"
+        assert SCAN.resolve("auto", "cpu") == "torch"
     with pytest.raises(RuntimeError, match="LOCALMAMBA_CPU_KERNEL=0"):
         selective_scan(**make_inputs(2, 8, 10, 4, 2), backend="cpu")
 

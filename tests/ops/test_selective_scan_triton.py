@@ -3,9 +3,9 @@ import pytest
 
 CHECK = r"""
 import torch
-from localmamba.ops.selective_scan_triton import selective_scan_triton
+from localmamba.ops.scan_triton import selective_scan_triton
 from localmamba.ops import selective_scan_ref
-import localmamba.ops.selective_scan_triton as T
+import localmamba.ops.scan_triton as T
 torch.manual_seed(0)
 dev = "{device}"
 worst = 0.0

@@ -1,72 +1,19 @@
-"""Channel-attention merge of K scan directions, read straight from the scanned sequences.
-
-LocalMamba's merge (the paper's SCAttn) re-weights each direction's channels with a gate computed from
-that direction's mean over tokens, then sums the directions. Per batch element, with ``x_kt`` the output
-of direction k at token t::
-
-    x_kt  = rows[index[k, t]] * s_t                      (s optional: the mixer's silu(z) gate)
-    m_k   = mean_t LayerNorm(x_kt)                        (no affine: ``gate`` applies its own)
-    out_t = sum_k gate(m)_k * x_kt
-
-The output has the dtype of ``x_kt * gate_k`` (bf16 for bf16 rows under autocast, where autocast alone would
-sum the bf16 terms into fp32; the next linear layer rounds to bf16 either way).
-
-``rows`` (B, R, C) are the scanned sequences as rows, in whatever order the scan wrote them, and ``index``
-(K, T) says which row holds direction k's token t: the reverse of the scan is part of the op, not a
-gather before it. ``gate`` maps the (B, K, C) means to a (B, K, C) gate (autograd runs through it).
-
-- ``"ref"``: :func:`channel_merge_ref`, the gather and the definition in plain PyTorch (autograd through
-  them). Any device; the oracle.
-- ``"triton"``: two autograd Functions around the gate: the means (one pass over the rows, which keeps each
-  token's mean and 1/std) and the weighted sum (one pass); each backward is one pass too. Every pass reads
-  a direction's rows straight from the scan's layout and accumulates in fp32. The plain-PyTorch merge of a
-  LocalVim-T training step spent about 30 ms of 170 (H200, batch 128) on the gather, LayerNorm, products and
-  sum over (B, K, T, C) tensors and their gradients; these kernels about 9 ms.
-  ``index`` must not repeat a row (the scan's reverse does not); rows no index reads get zero gradient.
-- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"ref"``.
-"""
+"""The channel merge's "triton" backend: the means and the weighted sum as two autograd Functions around the
+gate (CUDA tensors); see :mod:`localmamba.ops.merge`."""
 from __future__ import annotations
 
 import weakref
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .selective_scan_triton import triton, triton_available
+from ._checks import check_merge_inputs
+from ._triton import TRITON_INSTALL_HINT, tl, triton
 
-__all__ = ["channel_merge", "channel_merge_ref", "channel_merge_triton"]
+__all__ = ["channel_merge_triton", "Gate"]
 
 Gate = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _check(rows, index, s):
-    if rows.dim() != 3:
-        raise ValueError(f"rows must be (batch, rows, channels), got shape {tuple(rows.shape)}")
-    if index.dim() != 2 or index.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"index must be an integer (directions, tokens) tensor, got {index.dtype} "
-                         f"{tuple(index.shape)}")
-    if index.device != rows.device:
-        raise ValueError(f"index is on {index.device}, rows on {rows.device}")
-    B, _, C = rows.shape
-    T = index.shape[1]
-    if s is not None and tuple(s.shape) != (B, T, C):
-        raise ValueError(f"s must be (batch, tokens, channels) = ({B}, {T}, {C}), got {tuple(s.shape)}")
-
-
-def channel_merge_ref(rows: torch.Tensor, index: torch.Tensor, gate: Gate, s: torch.Tensor | None = None,
-                      eps: float = 1e-5) -> torch.Tensor:
-    """Plain PyTorch: gather the K directions to (B, K, T, C), then the definition. -> (B, T, C)."""
-    _check(rows, index, s)
-    B, _, C = rows.shape
-    K, T = index.shape
-    x = rows.index_select(1, index.flatten()).view(B, K, T, C)  # (B, K, T, C), token order
-    if s is not None:
-        x = x * s.unsqueeze(1)
-    m = F.layer_norm(x, (C,), eps=eps).mean(2)  # (B, K, C)
-    xg = x * gate(m).unsqueeze(2)  # (B, K, T, C)
-    return xg.sum(1).to(xg.dtype)  # (B, T, C), in x * gate's dtype (autocast would sum bf16 terms into fp32)
 
 
 # index tensors already checked (id -> (weakref, version)): the check syncs with the GPU, once per tensor
@@ -90,7 +37,6 @@ def _check_rows_index(index: torch.Tensor, n_rows: int) -> None:
 
 
 if triton is not None:
-    import triton.language as tl
 
     @triton.jit
     def _offsets(pid_t, T, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -311,9 +257,8 @@ def channel_merge_triton(rows: torch.Tensor, index: torch.Tensor, gate: Gate, s:
     """Triton backend (CUDA tensors); same signature and semantics as :func:`channel_merge_ref`. Two autograd
     Functions around the gate, which autograd differentiates as any module: the means, and the weighted sum."""
     if triton is None:
-        raise RuntimeError("the triton channel merge needs triton (it ships with CUDA builds of torch: "
-                           "pip install triton)")
-    _check(rows, index, s)
+        raise RuntimeError(f"the triton channel merge needs triton: {TRITON_INSTALL_HINT}")
+    check_merge_inputs(rows, index, s)
     if rows.stride(-1) != 1 or (s is not None and s.stride(-1) != 1):
         raise ValueError("the triton channel merge needs rows and s with contiguous channels (stride 1 in the "
                          "last dim)")
@@ -321,15 +266,3 @@ def channel_merge_triton(rows: torch.Tensor, index: torch.Tensor, gate: Gate, s:
         _check_rows_index(index, rows.shape[1])
     m = MergeStatsTritonFn.apply(rows, index, s, float(eps))  # (B, K, C)
     return WeightedSumTritonFn.apply(rows, index, s, gate(m))  # (B, T, C)
-
-
-def channel_merge(rows: torch.Tensor, index: torch.Tensor, gate: Gate, s: torch.Tensor | None = None,
-                  eps: float = 1e-5, backend: str = "auto") -> torch.Tensor:
-    """Channel-attention merge, rows (B, R, C), index (K, T) -> (B, T, C); see the module doc."""
-    if backend == "auto":
-        backend = "triton" if rows.is_cuda and triton_available() else "ref"
-    if backend == "triton":
-        return channel_merge_triton(rows, index, gate, s, eps)
-    if backend == "ref":
-        return channel_merge_ref(rows, index, gate, s, eps)
-    raise ValueError(f"backend must be 'auto', 'ref' or 'triton', got {backend!r}")

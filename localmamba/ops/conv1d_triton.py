@@ -1,78 +1,15 @@
-"""Causal depthwise conv1d with an optional SiLU: the short convolution of a Mamba mixer.
-
-Per batch element and channel ``c``, kernel width ``W`` (the signature of the causal-conv1d package)::
-
-    out_t = act(bias + sum_{s < W} weight[c, W-1-s] * x_{t-s})        x_{t<0} = 0, act: identity or SiLU
-
-``x`` is (batch, dim, seqlen) in any layout; the output keeps it. The mixers pass channels-innermost views,
-(B, L, C) or (L, B, C) storage, so that a time step is one contiguous row of channels:
-
-- ``"ref"``: :func:`causal_conv1d_ref`, W shifted multiply-adds in plain PyTorch (autograd through them),
-  in x's dtype as ``nn.Conv1d`` under autocast. Any device; the oracle.
-- ``"torch"``: :func:`causal_conv1d_torch`, the same multiply-adds with each tap's weights as a contiguous row
-  (the reference's taps are columns of the (dim, W) weight, strided by W, which in the channels-innermost
-  layouts keeps the multiply-adds from vectorising). Any device. A LocalVim-T layer at batch 2 on the
-  2-core CPU, (L, B, C) storage: 0.70 ms against the reference's 1.21 (medians, 2 threads).
-- ``"triton"``: one kernel forward, one backward (CUDA). The reference spends on a GPU ~2.7 ms a LocalVim-T
-  layer of a training step at batch 128 (H200): the in-place shifted adds on views make autograd copy the
-  gradient once per tap, and every tap, its weight gradient and the SiLU are a pass over the activations.
-  The kernels read x once (a tile and its W-1 rows of history from cache) and accumulate in fp32.
-- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"torch"``.
-"""
+"""The causal conv1d's "triton" backend: one kernel forward, one backward (CUDA tensors)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .selective_scan_triton import triton, triton_available
+from ._checks import check_conv_inputs
+from ._triton import TRITON_INSTALL_HINT, tl, triton
 
-__all__ = ["causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_triton"]
-
-ACTIVATIONS = (None, "silu", "swish")
-
-
-def _check(x, weight, bias, activation):
-    if x.dim() != 3:
-        raise ValueError(f"x must be (batch, dim, seqlen), got shape {tuple(x.shape)}")
-    if weight.dim() != 2 or weight.shape[0] != x.shape[1]:
-        raise ValueError(f"weight must be (dim, width) = ({x.shape[1]}, W), got {tuple(weight.shape)}")
-    if bias is not None and tuple(bias.shape) != (x.shape[1],):
-        raise ValueError(f"bias must be (dim,) = ({x.shape[1]},), got {tuple(bias.shape)}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
-
-def _shifted_adds(x: torch.Tensor, taps, bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
-    """out_t = act(bias + sum_s taps[W-1-s] * x_{t-s}) as W shifted multiply-adds along the last dim, in
-    x's layout; taps: W per-channel weight tensors (C, 1), already in x's dtype."""
-    W, L = len(taps), x.shape[-1]
-    if bias is not None:
-        out = torch.addcmul(bias.to(x.dtype)[:, None], x, taps[-1])  # (B, C, L), x's layout
-    else:
-        out = x * taps[-1]
-    for s in range(1, min(W, L)):
-        out.narrow(-1, s, L - s).addcmul_(x.narrow(-1, 0, L - s), taps[-1 - s])
-    return F.silu(out, inplace=True) if activation else out
-
-
-def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      activation: str | None = None) -> torch.Tensor:
-    """Plain PyTorch: W shifted multiply-adds along the last dim, in x's dtype; output in x's layout."""
-    _check(x, weight, bias, activation)
-    return _shifted_adds(x, weight.to(x.dtype)[..., None].unbind(1), bias, activation)  # taps: (C, 1) columns
-
-
-def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                        activation: str | None = None) -> torch.Tensor:
-    """:func:`causal_conv1d_ref`'s multiply-adds (same order, same result) with the weight transposed once
-    to (W, dim): each tap is then a contiguous row that broadcasts along x's channels. Any device."""
-    _check(x, weight, bias, activation)
-    taps = weight.to(x.dtype).t().contiguous()[..., None].unbind(0)  # W x (C, 1), each contiguous
-    return _shifted_adds(x, taps, bias, activation)
+__all__ = ["causal_conv1d_triton", "CausalConv1dTritonFn"]
 
 
 if triton is not None:
-    import triton.language as tl
 
     @triton.jit
     def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, C, L, sx_b, sx_c, sx_l, so_b, so_c, so_l, sw_c, sw_w,
@@ -185,21 +122,6 @@ def causal_conv1d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                          activation: str | None = None) -> torch.Tensor:
     """Triton backend (CUDA tensors); same signature and semantics as :func:`causal_conv1d_ref`."""
     if triton is None:
-        raise RuntimeError("the triton causal conv needs triton (it ships with CUDA builds of torch: "
-                           "pip install triton)")
-    _check(x, weight, bias, activation)
+        raise RuntimeError(f"the triton causal conv needs triton: {TRITON_INSTALL_HINT}")
+    check_conv_inputs(x, weight, bias, activation)
     return CausalConv1dTritonFn.apply(x, weight, bias, activation is not None)
-
-
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  activation: str | None = None, backend: str = "auto") -> torch.Tensor:
-    """Causal depthwise conv1d, x (batch, dim, seqlen), weight (dim, width), bias (dim,); see the module doc."""
-    if backend == "auto":
-        backend = "triton" if x.is_cuda and triton_available() else "torch"
-    if backend == "triton":
-        return causal_conv1d_triton(x, weight, bias, activation)
-    if backend == "torch":
-        return causal_conv1d_torch(x, weight, bias, activation)
-    if backend == "ref":
-        return causal_conv1d_ref(x, weight, bias, activation)
-    raise ValueError(f"backend must be 'auto', 'ref', 'torch' or 'triton', got {backend!r}")

@@ -1,5 +1,8 @@
 """Triton selective scan: two kernel families, one program per (batch, block of channels).
 
+(Over 500 lines on purpose: four kernels, their launchers and the autograd Function are one algorithm whose
+helpers they share; split, a reader would chase the stride and chunk conventions across files.)
+
 mamba-ssm's kernel runs, for each channel, a block-wide parallel scan over the sequence, state after
 state: built for long sequences. Vision sequences are short (196 tokens at 224/16) and wide (K*D = 1536
 channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) state of BLOCK_D channels in
@@ -29,17 +32,9 @@ from typing import NamedTuple
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
-    triton = None
+from ._triton import TRITON_INSTALL_HINT, tl, triton, triton_available
 
 __all__ = ["selective_scan_triton", "triton_available"]
-
-
-def triton_available() -> bool:
-    return triton is not None and torch.cuda.is_available()
 
 
 if triton is not None:
@@ -641,5 +636,5 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`."""
     if triton is None:
-        raise RuntimeError("backend='triton' needs triton (it ships with CUDA builds of torch: pip install triton)")
+        raise RuntimeError(f"backend='triton' needs triton: {TRITON_INSTALL_HINT}")
     return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -6,7 +6,7 @@ the recurrence, y, D, the silu gate) in it. The backward recomputes the states o
 per-thread scratch (h_{t-1} and exp(delta_t A) of every step: 2*l*n vectors of 8 floats), walks the
 adjoint recurrence backwards, and writes every gradient; nothing but the inputs is saved for it.
 
-- Source: ``selective_scan_cpu.c`` next to this file, plain C (no torch headers), compiled on first use
+- Source: ``scan_cpu.c`` next to this file, plain C (no torch headers), compiled on first use
   with the system C compiler (``$CC``, else ``cc``, else ``gcc``) at ``-O3 -march=native`` and loaded with
   ctypes. The ``.so`` is cached under ``$LOCALMAMBA_CACHE`` (default ``~/.cache/localmamba``), keyed by a
   hash of the source, the flags, the compiler and its ``-march=native`` target macros and the CPU's flags,
@@ -39,10 +39,13 @@ from pathlib import Path
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["selective_scan_cpu", "cpu_kernel_available", "cpu_kernel_error", "SelectiveScanCpuFn",
-           "CPU_KERNEL_INSTALL_HINT"]
+from ._checks import check_scan_inputs
+from ._dispatch import register_backend
 
-SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
+__all__ = ["selective_scan_cpu", "cpu_kernel_available", "cpu_kernel_error", "SelectiveScanCpuFn",
+           "CPU_KERNEL_INSTALL_HINT", "selective_scan_cpu_checked"]
+
+SOURCE = Path(__file__).with_name("scan_cpu.c")
 #: No -ffast-math: GCC < 13 links crtfastmath.o into a -ffast-math shared library, and loading it sets
 #: flush-to-zero for the whole process (torch's denormals included). The kernel's math needs none of it.
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
@@ -153,6 +156,11 @@ def cpu_kernel_available() -> bool:
     return cpu_kernel_error() is None
 
 
+register_backend("cpu", lambda: cpu_kernel_error(), CPU_KERNEL_INSTALL_HINT, what="the selective scan's C kernel",
+                 traceable=False,  # torch.jit would not see the kernel's writes
+                 quiet=lambda reason: "LOCALMAMBA_CPU_KERNEL" in reason)  # turned off on purpose
+
+
 # --------------------------------------------------------------------------------------------------
 # calling it
 # --------------------------------------------------------------------------------------------------
@@ -160,7 +168,7 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
 class _Args(ctypes.Structure):
-    """``ss_args`` of selective_scan_cpu.c, field for field."""
+    """``ss_args`` of scan_cpu.c, field for field."""
     _fields_ = [(k, _I64) for k in ("b", "d", "l", "n", "gB", "gC", "G", "S", "softplus")] + [
         ("u", _PTR), ("su", _I64 * 3), ("delta", _PTR), ("sdelta", _I64 * 3), ("A", _PTR), ("sA", _I64 * 2),
         ("B", _PTR), ("sB", _I64 * 4), ("C", _PTR), ("sC", _I64 * 4), ("D", _PTR), ("sD", _I64),
@@ -305,12 +313,11 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
     Raises RuntimeError naming what to install when the kernel cannot be built, ValueError for tensors on
     another device or fp64 inputs (which :func:`~localmamba.ops.selective_scan` sends to "torch")."""
-    from .selective_scan import _check_inputs  # that module imports this one
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    return _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    return selective_scan_cpu_checked(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def selective_scan_cpu_checked(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """:func:`selective_scan_cpu` on inputs whose shapes are checked (the entry point checks them once)."""
     tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
     if u.device.type != "cpu":
@@ -322,7 +329,7 @@ def _scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         raise RuntimeError("backend='cpu' cannot be traced by torch.jit (the trace would not see the kernel's "
                            "writes); trace with backend='torch' (or 'auto', which picks it under a trace)")
     err = cpu_kernel_error()
-    if err is not None:
+    if err is not None:  # a direct call; the entry point's dispatch raised this already
         raise RuntimeError(f"backend='cpu' needs its C kernel, which is unavailable: {err}. "
                            f"To build it, {CPU_KERNEL_INSTALL_HINT}")
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
