@@ -171,7 +171,8 @@ def test_readme_command_options_exist():
 def test_results_command_options_exist():
     """Every command RESULTS.md gives for a figure still takes the options it shows."""
     checked, unknown = _unknown_options(_results_commands())
-    assert {"benchmarks/bench_models.py", "benchmarks/search_cifar.py", "localmamba.train"} <= checked, checked
+    assert {"benchmarks/bench_models.py", "benchmarks/search_cifar.py", "benchmarks/detection_coco128.py",
+            "localmamba.train"} <= checked, checked
     assert not unknown, f"RESULTS.md uses options its commands do not have: {unknown}"
 
 
@@ -261,7 +262,7 @@ def test_benchmarks_point_to_results_sections_that_exist():
                                  _header(f)):
             for name in re.findall(r'"([^"]+)"', quoted):
                 named.setdefault(name, f.name)
-    assert {"Parameters and FLOPs", "Selective scan, the op alone"} <= set(named), named
+    assert {"Parameters and FLOPs", "Selective scan, the op alone", "Direction search", "Detection"} <= set(named), named
     missing = {n: f for n, f in named.items() if not any(h.startswith(n) for h in headings)}
     assert not missing, f"benchmarks name RESULTS.md sections it lacks: {missing}"
 
