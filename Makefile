@@ -31,10 +31,16 @@ notebooks: env
 test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The documentation site (mkdocs.yml) in build/site, from the executed notebooks in $(OUT) (made by
-# `make notebooks` when there are none), the API reference from the docstrings, README and RESULTS.
-docs: env
-	@ls $(OUT)/[0-9][0-9]_*.ipynb > /dev/null 2>&1 || $(MAKE) notebooks
+# The documentation site (mkdocs.yml) in build/site, from the executed notebooks in $(OUT) (a notebook
+# without an executed copy newer than itself is executed first), the API reference from the docstrings,
+# README and RESULTS.
+EXECUTED := $(patsubst notebooks/%,$(OUT)/%,$(NOTEBOOKS))
+
+$(OUT)/%.ipynb: notebooks/%.ipynb | env
+	@mkdir -p $(OUT) figures
+	$(BIN)/papermill --cwd notebooks --kernel python3 --execution-timeout 1800 $< $@
+
+docs: env $(EXECUTED)
 	NO_MKDOCS_2_WARNING=1 LOCALMAMBA_DOCS_NOTEBOOKS=$(OUT) $(BIN)/mkdocs build --strict
 	@echo "open build/site/index.html"
 
