@@ -25,7 +25,7 @@ README = (ROOT / "README.md").read_text()
 RESULTS = (ROOT / "benchmarks" / "RESULTS.md").read_text()
 
 # folders a README may name that the user's own runs create (not in git)
-GENERATED = ("runs/", "build/", "data/cifar", "/data/imagenet", ".venv/", "~/")
+GENERATED = ("runs/", "build/", "data/cifar", "data/coco128", "/data/imagenet", ".venv/", "~/")
 # top-level entries of the project that README paths start from
 TRACKED_TOP = ("localmamba/", "notebooks/", "tests/", "benchmarks/", "configs/", "docs/", "data/", "figures/")
 
@@ -56,16 +56,19 @@ def _commands() -> list[list[str]]:
     return cmds
 
 
-def _named_paths() -> set[str]:
-    """Paths the README names: link targets, inline code and command arguments under a tracked folder."""
-    candidates = set(re.findall(r"\]\(([^)#\s]+)", README))
-    candidates |= set(re.findall(r"`([^`\s]+)`", README))
-    for cmd in _commands():
-        candidates |= set(cmd)
+def _named_paths(text: str = README) -> set[str]:
+    """Paths a page names: link targets, inline code and command arguments under a tracked folder."""
+    candidates = set(re.findall(r"\]\(([^)#\s]+)", text))
+    candidates |= set(re.findall(r"`([^`\s]+)`", text))
+    if text is README:
+        for cmd in _commands():
+            candidates |= set(cmd)
+    else:  # inline commands: their arguments
+        candidates |= {w for span in re.findall(r"`([^`]+)`", text) for w in span.split()}
     paths = set()
     for c in candidates:
         c = c.strip("'\",").removeprefix("../")  # papermill paths are relative to notebooks/
-        if c.startswith(("http:", "https:")) or c.startswith(GENERATED):
+        if c.startswith(("http:", "https:")) or c.startswith(GENERATED) or any(ch in c for ch in "{[*<"):
             continue
         if c.startswith(TRACKED_TOP) or (c.count("/") == 0 and re.fullmatch(r"[\w.-]+\.(md|yml|toml|py)", c)):
             paths.add(c)
@@ -77,6 +80,17 @@ def test_readme_paths_exist():
     assert "benchmarks/RESULTS.md" in paths and "docs/img/scan_orders.png" in paths  # the parser finds them
     missing = [p for p in sorted(paths) if not (ROOT / p).exists()]
     assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def test_results_and_docs_paths_exist():
+    """The paths RESULTS.md and the docs pages name (configs, scripts, modules) exist too: from the project's
+    root, or beside the page (a site page links results.md and index.md, which docs/hooks.py makes)."""
+    missing = []
+    for page in [ROOT / "benchmarks" / "RESULTS.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        generated = {"results.md", "index.md"} if page.parent.name == "docs" else set()
+        missing += [f"{page.name}: {p}" for p in sorted(_named_paths(page.read_text()))
+                    if not ((ROOT / p).exists() or (page.parent / p).exists() or p in generated)]
+    assert not missing, f"pages name paths that do not exist: {missing}"
 
 
 def _layout_entries() -> list[str]:
