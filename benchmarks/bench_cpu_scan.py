@@ -7,6 +7,8 @@ gradient of the output in its layout. Backends alternate call by call (the machi
 
     python benchmarks/bench_cpu_scan.py                              # LocalVim-T, batch 2, 224
     python benchmarks/bench_cpu_scan.py --model local_vssm_tiny --repeats 9
+
+Figures: benchmarks/RESULTS.md, section "Selective scan, the op alone".
 """
 from __future__ import annotations
 

@@ -16,6 +16,10 @@ adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model
 ``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
 op dispatch out of the step time.
+
+Run from the project's root (the package installed, or ``PYTHONPATH=.``); on a GPU machine
+``bash benchmarks/gpu_suite.sh`` runs it with the rest. Figures: benchmarks/RESULTS.md, sections "Model
+throughput on the GPU" and "CPU speed".
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ Each figure is the median of --repeats runs (the oracle's fwd+bwd: --ref-repeats
 Memory: on CPU, the peak resident memory that one fwd+bwd adds above the inputs, in a fresh subprocess
 per backend (Linux: VmHWM after resetting it through /proc/self/clear_refs, minus VmRSS before); on CUDA, torch.cuda.max_memory_allocated above the inputs. "saved" is what
 autograd keeps between forward and backward (bytes of saved tensors, from saved_tensors_hooks).
+Figures: benchmarks/RESULTS.md, section "Selective scan, the op alone" (``bash benchmarks/gpu_suite.sh`` runs
+the GPU one).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with
 ``use_chunked`` picks run. Times are medians of CUDA events, ms, forward and forward+backward.
 ``--grid`` sweeps the step-by-step kernels' launch settings (it forces them). To compare with an earlier kernel, check out its
 ``localmamba/ops/scan_triton.py`` and run again on the same machine.
+Figures: benchmarks/RESULTS.md, section "Selective scan, the op alone" (``bash benchmarks/gpu_suite.sh`` runs
+it with the rest).
 """
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ Each model trains alone on the GPU (or the ``--nproc`` GPUs, through torchrun) w
 ``configs/cifar10_*.yaml`` (the two differ in the model name alone). The 50,000 training images of the .npz are split class-stratified (``val_split: 5000``,
 ``split_seed: 0``): 45,000 train, the same 5,000 held out for validation in every run; the official
 test split is not used. The table gives the final validation top-1 (the last epoch, not the best).
+
+The .npz comes from torchvision's CIFAR-10 download (README.md, "Training": ``save_npz``). Figures:
+benchmarks/RESULTS.md, section "CIFAR-10 accuracy".
 """
 from __future__ import annotations
 

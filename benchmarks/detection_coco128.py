@@ -19,6 +19,9 @@ CPU smoke test (tiny model, small images, a minute):
         --device cpu --model mask_rcnn_test_local_vssm_fpn --budget-s 60 --train-size 128 192 \\
         --speed-size 128 192 --speed-steps 2 --speed-warmup 1 --batch-size 2 --eval-reserve-s 15 --holdout 8 \\
         --max-train-images 8 --workers 0
+
+Data: any COCO-format folder (images and instances json); coco128 is in ../shared/data/coco128 beside the
+checkout (copy it to data/coco128 for a GPU machine). Figures: benchmarks/RESULTS.md, section "Detection".
 """
 from __future__ import annotations
 

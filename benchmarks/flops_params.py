@@ -6,6 +6,7 @@ LocalVim: the original ``VisionMamba.flops()`` formula (``LocalVim.flops(paper=T
 each layer's conv1d/x_proj/dt_proj once although each direction has its own; we also print the full
 count (``paper=False``). LocalVMamba: fvcore's counter, as the original ``VSSM.flops()``, with the
 selective scan charged 9*B*L*D*N + B*D*L (mamba-ssm issue 110's rule) and elementwise ops ignored.
+Figures: benchmarks/RESULTS.md, section "Parameters and FLOPs".
 """
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
 """Design probe behind the CIFAR variants (GPU): training images/s of candidate sizes, the scan alone, a profile.
 
-    python benchmarks/probe_cifar_design.py          # about 3 minutes on an H200, mamba-ssm built
+    python benchmarks/probe_cifar_design.py          # about 3 minutes on an H200, mamba-ssm installed
 
 Candidates keep the patchify stem (``stem="patch"``, as when this was run); names read L/V (LocalVim
 directions / Vim-style h, h_flip), p (patch size), d (width), the depth and n (d_state). The scan is
 timed alone at the shapes of one layer (batch, K*d_inner, length, d_state, K): cuda = mamba-ssm,
 triton = ours. The profile is one training step of local_vim_tiny_cifar, by CUDA time.
+mamba-ssm: ``pip install -e ".[cuda]" --no-build-isolation``, or without a network the sources in
+``../shared/gpu`` (benchmarks/gpu_suite.sh's header says how). Its figures chose the CIFAR variants' size;
+the variants' results are in benchmarks/RESULTS.md, section "CIFAR-10 accuracy".
 """
 
 import timm

@@ -4,9 +4,10 @@
     python benchmarks/profile_models.py --device cpu --model local_vim_tiny --batch-size 2 --mode infer
 
 Prints torch.profiler's table sorted by device time (CUDA) or CPU time, after warm-up steps; the first
-question to answer before making a model faster (on the H200 the selective scan dominated, see README).
+question to answer before making a model faster (on the H200 the selective scan dominated).
 On CUDA it first prints how long the host takes to issue a step against how long a step takes: a model
-whose GPU work is short (LocalVim-T) can be bound by the host's op dispatch instead.
+whose GPU work is short (LocalVim-T) can be bound by the host's op dispatch instead (benchmarks/RESULTS.md,
+section "Model throughput on the GPU"). ``bash benchmarks/gpu_suite.sh`` runs the training profile of LocalVim-T.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ Time: a short probe times a training step of the supernet, a 4-direction and a 2
 run's settings (batch, bf16 autocast, backend, CUDA graphs: a model whose capture fails runs eagerly, and
 the JSON says so); the epochs are then the most that fit ``--budget-s`` (re-planned after the search from its
 measured speed). A run that cannot finish in the time left is skipped and marked so, rather than overrunning.
+Figures: benchmarks/RESULTS.md, section "Direction search".
 """
 from __future__ import annotations
 
