@@ -4,6 +4,8 @@ The wrapper turns polygons and RLE into masks and COCO's xywh boxes into xyxy. C
 handled as COCO does: kept out of training targets (torchvision's and mmdetection's detectors ignore
 them) and left to ``COCOeval``, which treats them as regions where detections count neither way.
 Images without annotations give empty targets (negatives for the RPN and box heads).
+``make_synthetic_coco`` writes a small COCO-format folder (shapes on noise) for tests and for the notebook
+on a machine without COCO data.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
@@ -22,7 +26,8 @@ from torchvision.transforms import v2
 
 from ..engine.data import DataError
 
-__all__ = ["CocoDataError", "find_coco", "CocoInstances", "train_transforms", "collate", "split_ids"]
+__all__ = ["CocoDataError", "find_coco", "CocoInstances", "train_transforms", "collate", "split_ids",
+           "make_synthetic_coco", "SYNTHETIC_CATEGORIES"]
 
 
 class CocoDataError(DataError, FileNotFoundError):
@@ -166,3 +171,86 @@ def split_ids(ids: Sequence[int], holdout: int, seed: int = 0) -> tuple[list[int
     held = sorted(ids[i] for i in order[:holdout])
     held_set = set(held)
     return [i for i in ids if i not in held_set], held
+
+
+# Sparse ids, as COCO's are (1..90 with gaps): each category is one shape, so the class is learnable from the image.
+SYNTHETIC_CATEGORIES = [dict(id=1, name="rectangle"), dict(id=3, name="ellipse"), dict(id=18, name="triangle")]
+
+
+def _shape_polygon(name: str, x0: int, y0: int, w: int, h: int) -> list[float]:
+    """The flat [x1, y1, x2, y2, ...] polygon of a shape filling the box (x0, y0, w, h), integer vertices."""
+    if name == "rectangle":
+        pts = [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+    elif name == "triangle":
+        pts = [(x0 + w // 2, y0), (x0 + w, y0 + h), (x0, y0 + h)]
+    else:  # ellipse: 24 vertices
+        t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        pts = zip(np.round(x0 + w / 2 * (1 + np.cos(t))), np.round(y0 + h / 2 * (1 + np.sin(t))))
+    return [float(v) for p in pts for v in p]
+
+
+def _uncompressed_rle(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE counts of a (H, W) 0/1 mask: run lengths in column-major order, zeros first."""
+    counts, cur, run = [], 0, 0
+    for v in mask.flatten(order="F"):
+        if v != cur:
+            counts.append(run)
+            cur, run = v, 0
+        run += 1
+    counts.append(run)
+    return counts
+
+
+def make_synthetic_coco(root: str | os.PathLike, n_images: int = 4, size: tuple[int, int] = (96, 128),
+                        split: str = "train2017", seed: int = 0) -> dict:
+    """Write a small COCO-format folder, ``root/{split}/*.jpg`` and ``root/annotations/instances_{split}.json``;
+    returns the json dict. For tests and for trying the detection code without COCO on disk.
+
+    Images are noise (values 0-60) with bright filled shapes, one category per shape
+    (``SYNTHETIC_CATEGORIES``: rectangle, ellipse, triangle); every object has a polygon mask and the box and
+    area of that polygon as pycocotools rasterises it, so pixels, masks and boxes agree exactly.
+    Image ``i`` holds ``1 + i % 3`` objects side by side, except that the first image also holds one crowd
+    region (a 30x20 uncompressed RLE in its bottom-right corner, as COCO stores crowds) and the last image
+    has no annotations (a negative). Same ``seed``, same folder.
+    """
+    from pycocotools import mask as mask_utils  # a dependency of torchvision's CocoDetection
+
+    H, W = size
+    if n_images < 2 or H < 48 or W < 64:
+        raise ValueError(f"make_synthetic_coco needs n_images >= 2 and size >= (48, 64), got {n_images} and {size}")
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, anns = [], []
+    for i in range(n_images):
+        img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)  # (H, W, 3)
+        image_id = 10 + i
+        if i < n_images - 1:  # the last image has no annotations
+            n = 1 + i % 3
+            bottom = H - 22 if i == 0 else H - 2  # image 0 keeps its bottom rows for the crowd
+            slot = W // n  # objects side by side in equal slots: no overlaps
+            for j in range(n):
+                cat = SYNTHETIC_CATEGORIES[(i + j) % len(SYNTHETIC_CATEGORIES)]
+                w = int(rng.integers(slot * 2 // 5, slot * 4 // 5))
+                h = int(rng.integers(bottom * 2 // 5, bottom * 4 // 5))
+                x0 = j * slot + 2 + int(rng.integers(0, slot - w - 3))
+                y0 = 2 + int(rng.integers(0, bottom - h - 2))
+                poly = _shape_polygon(cat["name"], x0, y0, w, h)
+                rle = mask_utils.merge(mask_utils.frPyObjects([poly], H, W))
+                img[mask_utils.decode(rle).astype(bool)] = rng.integers(120, 256, 3)
+                anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=cat["id"], iscrowd=0,
+                                 bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                                 area=float(mask_utils.area(rle)), segmentation=[poly]))
+        if i == 0:  # a crowd region in the corner
+            m = np.zeros((H, W), np.uint8)
+            m[H - 20:, W - 30:] = 1
+            anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=SYNTHETIC_CATEGORIES[0]["id"],
+                             iscrowd=1, bbox=[W - 30, H - 20, 30, 20], area=600.0,
+                             segmentation=dict(counts=_uncompressed_rle(m), size=[H, W])))
+        name = f"{image_id:012d}.jpg"
+        Image.fromarray(img).save(root / split / name, quality=95)
+        images.append(dict(id=image_id, file_name=name, height=H, width=W))
+    data = dict(images=images, annotations=anns, categories=SYNTHETIC_CATEGORIES)
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    return data
