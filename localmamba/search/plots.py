@@ -115,11 +115,13 @@ def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=N
     return fig
 
 
-def plot_directions(sets: dict, candidates: Sequence[str] | None = None, layer_label: str = "layer"):
-    """Direction sets side by side, one panel per entry of ``sets`` (name -> one list of directions per
-    layer), each a layers x candidates grid with the chosen cells filled and, on the right, the number of
-    windowed (local) directions in each layer. ``candidates`` (the columns) default per panel to h, v and
-    the window sizes the panel uses, each with its flip."""
+def plot_directions(sets: dict, candidates: Sequence[str] | None = None, layer_label: str = "layer",
+                    cols: int = 2):
+    """Direction sets, one panel per entry of ``sets`` (name -> one list of directions per layer), ``cols``
+    panels a row: each a candidates x layers grid with the chosen cells filled and, above each layer in red,
+    its number of windowed (local) directions. Layers run along x, one square cell each, so a 24-layer model
+    stays legible at page width (about 800 px). ``candidates`` (the rows) default per panel to h, v and the
+    window sizes the panel uses, each with its flip."""
     import matplotlib.pyplot as plt
 
     from ..scan import parse_direction
@@ -130,21 +132,32 @@ def plot_directions(sets: dict, candidates: Sequence[str] | None = None, layer_l
         windows = sorted({2} | {parse_direction(d).window for layer in ds for d in layer if parse_direction(d).window})
         return ["h", "h_flip", "v", "v_flip"] + [f"w{k}{f}" for k in windows for f in ("", "_flip")]
 
-    width = max(len(candidates or columns(ds)) for ds in sets.values())
-    depth = max(len(ds) for ds in sets.values())
-    fig, axes = plt.subplots(1, len(sets), figsize=(1.2 + (0.4 * width + 1.3) * len(sets), 1.4 + 0.26 * depth),
-                             squeeze=False, layout="constrained")
-    for ax, (name, ds) in zip(axes[0], sets.items()):
-        cands = list(candidates or columns(ds))
-        grid = np.zeros((len(ds), len(cands)))
-        for i, j in _cells(ds, cands):
-            grid[i, j] = 1
-        ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.6, aspect="auto")
-        ax.set_xticks(range(len(cands)), cands, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(ds)), [str(i) for i in range(len(ds))], fontsize=7)
-        ax.set_ylabel(layer_label, fontsize=8)
-        local = [sum(parse_direction(d).kind == "w" for d in layer) for layer in ds]
-        for i, n in enumerate(local):
-            ax.text(len(cands) - 0.3, i, str(n), va="center", fontsize=7, color="C3")
-        ax.set_title(f"{name}\n{sum(local)} of {sum(len(x) for x in ds)} local (red: per layer)", fontsize=8)
+    entries = list(sets.items())
+    rows = [entries[i:i + cols] for i in range(0, len(entries), cols)]
+    cell = 0.2  # inches per grid cell
+    span = lambda ds: max(len(ds), 10)  # a panel's width in cells: room for its title when the model is shallow
+    width = max(sum(span(ds) * cell + 1.0 for _, ds in row) for row in rows)
+    heights = [max(len(candidates or columns(ds)) for _, ds in row) * cell + 1.4 for row in rows]
+    fig = plt.figure(figsize=(max(width, 5.0), sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for sub, row in zip(subfigs, rows):
+        axes = sub.subplots(1, len(row), width_ratios=[span(ds) for _, ds in row], squeeze=False)[0]
+        for ax, (name, ds) in zip(axes, row):
+            cands = list(candidates or columns(ds))
+            grid = np.zeros((len(cands), len(ds)))  # (candidates, layers)
+            for i, j in _cells(ds, cands):
+                grid[j, i] = 1
+            ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.6, aspect="equal")
+            ax.set_xticks(range(len(ds)), [str(i) for i in range(len(ds))], fontsize=7)
+            ax.set_yticks(range(len(cands)), cands, fontsize=8)
+            ax.set_xlabel(layer_label, fontsize=8)
+            ax.set_xticks(np.arange(len(ds) + 1) - 0.5, minor=True)  # white lines between the cells
+            ax.set_yticks(np.arange(len(cands) + 1) - 0.5, minor=True)
+            ax.grid(which="minor", color="white", lw=1.0)
+            ax.tick_params(which="minor", length=0)
+            local = [sum(parse_direction(d).kind == "w" for d in layer) for layer in ds]
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(range(len(ds)), [str(n) for n in local], fontsize=7, color="C3")
+            top.tick_params(length=0, pad=1)
+            ax.set_title(f"{name}\n{sum(local)} of {sum(len(x) for x in ds)} local (red: per layer)", fontsize=9)
     return fig
