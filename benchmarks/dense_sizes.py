@@ -1,5 +1,5 @@
-"""Backbones at dense-prediction sizes (issue 18): LocalVMamba-T and LocalVim-T (built for the image size, its position
-embedding resized) as timm ``features_only=True`` backbones (four stages; four evenly spaced layers)
+"""Backbones at dense-prediction sizes (issue 18): LocalVMamba-T and LocalVim-T (built for the image size,
+its position embedding resized) as timm ``features_only=True`` backbones (four stages; four evenly spaced layers)
 forward and backward at 1333x800, batch 2, under bf16 autocast: seconds per step and peak memory, or an
 "out of memory" row.
 
@@ -95,7 +95,8 @@ def main() -> None:
         timing = f"{r['seconds_per_step']:.3f} | {r['img_per_s']:.1f}" if r["status"] == "ok" else " | "
         peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else ""
         feats = " ".join("x".join(map(str, s[1:])) for s in r.get("feature_shapes", []))
-        print(f"| {r['model']} | {r['width']}x{r['height']} | {r['batch']} | {r['status']} | {timing} | {peak} | {feats} |")
+        print(f"| {r['model']} | {r['width']}x{r['height']} | {r['batch']} | {r['status']} | {timing} | {peak} "
+              f"| {feats} |")
 
 
 if __name__ == "__main__":
