@@ -61,6 +61,8 @@ def bench(label: str, name: str, args) -> dict:
         res.update(status="ok", seconds_per_step=t, img_per_s=args.batch_size / t, feature_shapes=shapes)
     except torch.OutOfMemoryError as e:
         res.update(status="out of memory", error=str(e).splitlines()[0])
+    except Exception as e:  # noqa: BLE001  (the other backbone's row still comes)
+        res.update(status=f"error: {type(e).__name__}: {str(e)[:200]}")
     finally:
         del model, x
         if dev == "cuda":

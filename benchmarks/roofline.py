@@ -217,44 +217,58 @@ def reset_peak(device: str):
 
 def scan_rows(label: str, mode: str, calls: dict, ceil: dict, device: str, steps: int, warmup: int) -> list[dict]:
     rows = []
-    train = mode.startswith("train")
     for i, c in enumerate(calls.values()):
-        args, kwargs = c["args"], c["kwargs"]
-        u, A = args[0], args[2]
-        leaves = [a for a in list(args) + list(kwargs.values())
-                  if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        for a in leaves:
-            a.requires_grad_(train)
-        in_bytes = sum(_nbytes(a) for a in list(args) + list(kwargs.values()))
-        reset_peak(device)
-        with torch.set_grad_enabled(train):
-            out = ops.selective_scan(*args, **kwargs)
-        if train:
-            dout = torch.randn_like(out)
-
-            def fn():
-                o = ops.selective_scan(*args, **kwargs)
-                torch.autograd.grad(o, leaves, dout, allow_unused=True)
-            nbytes = 2 * (in_bytes + _nbytes(out)) + in_bytes  # fwd: in + out; bwd: in + dout + d(in)
-        else:
-            def fn():
-                with torch.no_grad():
-                    ops.selective_scan(*args, **kwargs)
-            nbytes = in_bytes + _nbytes(out)
-        t = median_time(fn, device, steps, warmup)
-        B, D, L = u.shape
-        rows.append(row(ceil, scan_flops(u, A) * (3 if train else 1), nbytes, t, "fp32", model=label, mode=mode,
-                        part=f"scan {i + 1} ({'fwd+bwd' if train else 'fwd'}) B={B} D={D} L={L} N={A.shape[1]} "
-                             f"{u.dtype} x{c['n']}/step", peak_gib=peak_gib(device)))
-        del out
+        try:
+            rows.append(scan_row(f"scan {i + 1}", label, mode, c, ceil, device, steps, warmup))
+        except Exception as e:  # noqa: BLE001  (one failing kernel must not cost the other rows)
+            rows.append(dict(model=label, mode=mode, part=f"scan {i + 1}", error=f"{type(e).__name__}: {e}"))
+            print(f"!! {label} {mode} scan {i + 1}: {rows[-1]['error']}", flush=True)
     return rows
+
+
+def scan_row(part: str, label: str, mode: str, c: dict, ceil: dict, device: str, steps: int, warmup: int) -> dict:
+    """One recorded scan call timed alone, forward (inference modes) or forward and backward (training)."""
+    train = mode.startswith("train")
+    args, kwargs = c["args"], c["kwargs"]
+    u, A = args[0], args[2]
+    leaves = [a for a in list(args) + list(kwargs.values())
+              if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    for a in leaves:
+        a.requires_grad_(train)
+    in_bytes = sum(_nbytes(a) for a in list(args) + list(kwargs.values()))
+    reset_peak(device)
+    with torch.set_grad_enabled(train):
+        out = ops.selective_scan(*args, **kwargs)
+    out_bytes, dout = _nbytes(out), torch.randn_like(out) if train else None
+    del out  # and its graph
+    if train:
+
+        def fn():
+            o = ops.selective_scan(*args, **kwargs)
+            torch.autograd.grad(o, leaves, dout, allow_unused=True)
+        nbytes = 2 * (in_bytes + out_bytes) + in_bytes  # fwd: in + out; bwd: in + dout + d(in)
+    else:
+        def fn():
+            with torch.no_grad():
+                ops.selective_scan(*args, **kwargs)
+        nbytes = in_bytes + out_bytes
+    t = median_time(fn, device, steps, warmup)
+    B, D, L = u.shape
+    return row(ceil, scan_flops(u, A) * (3 if train else 1), nbytes, t, "fp32", model=label, mode=mode,
+               part=f"{part} ({'fwd+bwd' if train else 'fwd'}) B={B} D={D} L={L} N={A.shape[1]} {u.dtype} "
+                    f"x{c['n']}/step", peak_gib=peak_gib(device))
 
 
 def bench_model(label: str, name: str, args, ceil: dict) -> list[dict]:
     dev, b, img = args.device, args.batch_size, args.img_size
-    model = timm.create_model(name).to(dev)
+    model = timm.create_model(name)
     n_params = sum(p.numel() for p in model.parameters())
-    macs = forward_macs(model, img) * b
+    try:  # on the CPU (before .to(dev)): the paths the counter traces are the CPU ones, and it takes ~1 s
+        macs = forward_macs(model, img) * b
+    except Exception as e:  # noqa: BLE001  (a broken counter must not cost the timings)
+        print(f"!! {label}: fvcore could not count ({type(e).__name__}: {e}); its FLOP columns are nan", flush=True)
+        macs = float("nan")
+    model = model.to(dev)
     x = torch.randn(b, 3, img, img, device=dev)
     y = torch.randint(0, model.num_classes, (b,), device=dev)
     rows = []
@@ -301,6 +315,9 @@ def markdown(rows: list[dict]) -> str:
             "| GB/s | % of bandwidth | peak GiB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['mode']} | {r['part']}: {r['error'][:200]} |" + " |" * 9)
+            continue
         img_s = f"{r['img_per_s']:.0f}" if "img_per_s" in r else ""
         peak = f"{r['peak_gib']:.2f}" if r.get("peak_gib") is not None else ""
         lines.append(f"| {r['model']} | {r['mode']} | {r['part']} | {r['ms']:.2f} | {img_s} | {r['gflop']:.1f} | "
@@ -331,7 +348,13 @@ def main() -> None:
     print({k: f"{v:.3e}" for k, v in ceil.items()}, flush=True)
     rows = []
     for label in args.models:
-        rows += bench_model(label, MODELS[label], args, ceil)
+        try:
+            rows += bench_model(label, MODELS[label], args, ceil)
+        except Exception as e:  # noqa: BLE001  (the other model's rows still come)
+            rows.append(dict(model=label, mode="", part="model", error=f"{type(e).__name__}: {e}"))
+            print(f"!! {label}: {rows[-1]['error']}", flush=True)
+            if gpu:
+                torch.cuda.empty_cache()
         print(f"{label} done at {time.perf_counter() - t0:.0f} s", flush=True)
     info = dict(device=torch.cuda.get_device_name() if gpu else "cpu", torch=torch.__version__,
                 batch_size=args.batch_size, img_size=args.img_size, steps=args.steps, ceilings=ceil, rows=rows,
