@@ -50,3 +50,16 @@ def test_record_is_transparent_and_replayable(roofline, name):
         replay = ops.selective_scan(*first["args"], **first["kwargs"])
     torch.testing.assert_close(replay.view_as(hook_out[0]), hook_out[0])
     assert roofline.scan_flops(u, first["args"][2]) == 9 * u.numel() * first["args"][2].shape[1] + u.numel()
+
+
+def test_forward_macs_and_scan_rule_add_up_to_the_library_count(roofline):
+    """The counter's scan stand-in keeps every projection that feeds the scan: fvcore's count of the rest plus
+    the scan rule over the recorded calls is the library's count (:func:`paper_flops`, the scan traced)."""
+    from localmamba.models.flops import paper_flops
+
+    model = timm.create_model("test_local_vssm").eval()
+    calls, layers = {}, []
+    with torch.no_grad(), roofline.record(model, 4, calls, layers):
+        model(torch.randn(1, 3, 32, 32))
+    scan = sum(roofline.scan_flops(c["args"][0], c["args"][2]) * c["n"] for c in calls.values())
+    assert roofline.forward_macs(model, 32) + scan == paper_flops(model, 32)
