@@ -300,15 +300,14 @@ def bench_model(label: str, name: str, args, ceil: dict) -> list[dict]:
             model(x)
         scan_f = sum(scan_flops(c["args"][0], c["args"][2]) * c["n"] for c in calls.values())
         fwd_flops = 2 * macs + scan_f
-        fwd_act = sum(i + 2 * s + o for _, i, s, o in layers)
-        if train:
-            flops = 3 * fwd_flops
-            nbytes = 40 * n_params + fwd_act + sum(2 * i + 3 * s + o for _, i, s, o in layers)
-        else:
-            flops, nbytes = fwd_flops, 4 * n_params + fwd_act
+        by_type = {"weights": (40 if train else 4) * n_params}  # the floor's bytes by layer type (JSON)
+        for kind, i, s, o in layers:
+            by_type[kind] = by_type.get(kind, 0) + i + 2 * s + o + (2 * i + 3 * s + o if train else 0)
+        flops, nbytes = (3 if train else 1) * fwd_flops, sum(by_type.values())
         rows.append(row(ceil, flops, nbytes, t, "bf16" if bf16 else "tf32", model=label, mode=mode,
                         part=f"step ({n_params / 1e6:.1f}M params)", img_per_s=b / t, peak_gib=peak,
-                        scan_gflop=scan_f / 1e9 * (3 if train else 1)))
+                        scan_gflop=scan_f / 1e9 * (3 if train else 1), gbytes_by_layer_type={
+                            k: v / 1e9 for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}))
         rows += scan_rows(label, mode, calls, ceil, dev, args.steps, args.warmup)
         del calls
     del model
