@@ -20,7 +20,7 @@ import torch
 
 import localmamba  # noqa: F401  (registers the models)
 
-from roofline import median_time
+from bench_models import median_time
 
 MODELS = {"LocalVMamba-T": "local_vssm_tiny", "LocalVim-T": "local_vim_tiny"}
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 
@@ -59,25 +58,13 @@ from localmamba import ops
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import flops as lm_flops
 
-from bench_models import cuda_time, make_train_step
+from bench_models import cuda_time, make_train_step, median_time
 
 MODELS = {"LocalVim-T": "local_vim_tiny", "LocalVMamba-T": "local_vssm_tiny"}
 MODES = ("infer fp32", "infer bf16", "train bf16")
 SKIP = ("Identity", "Dropout", "DropPath")  # leaf modules that move nothing of their own
 
 
-def median_time(fn, device: str, steps: int, warmup: int) -> float:
-    """Median seconds per call (CUDA events on the GPU)."""
-    if device == "cuda":
-        return cuda_time(fn, steps, warmup)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------------------------------- ceilings
