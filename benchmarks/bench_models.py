@@ -163,6 +163,20 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
     return rows
 
 
+def median_time(fn, device: str, steps: int, warmup: int) -> float:
+    """Median seconds per call (CUDA events on the GPU)."""
+    if device == "cuda":
+        return cuda_time(fn, steps, warmup)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, backend: str,
               train: bool = False) -> list[dict]:
     """Median seconds of a forward (no_grad); with ``train`` also of an fp32 training step (forward,
@@ -171,22 +185,13 @@ def bench_cpu(name: str, formulation: str, batch: int, img: int, steps: int, bac
     run = set_formulation(model, formulation)
     x = torch.randn(batch, 3, img, img)
 
-    def median_s(fn):
-        fn()
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
-
     with torch.no_grad():
-        t = median_s(lambda: run(x))
+        t = median_time(lambda: run(x), "cpu", steps, 1)
     rows = [dict(model=name, formulation=formulation, mode="infer fp32", seconds_per_batch=t, img_per_s=batch / t)]
     if train:
         model.train()
         step, _ = make_train_step(run, x, torch.randint(0, model.num_classes, (batch,)), autocast=False)
-        t = median_s(step)
+        t = median_time(step, "cpu", steps, 1)
         rows.append(dict(model=name, formulation=formulation, mode="train fp32", seconds_per_batch=t,
                          img_per_s=batch / t))
     return rows

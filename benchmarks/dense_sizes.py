@@ -1,5 +1,5 @@
-"""Backbones at dense-prediction sizes (issue 18): LocalVMamba-T (timm ``features_only=True``, its four
-stages) and LocalVim-T (built for the image size, its position embedding resized; ``forward_features``)
+"""Backbones at dense-prediction sizes (issue 18): LocalVMamba-T and LocalVim-T (built for the image size,
+its position embedding resized) as timm ``features_only=True`` backbones (four stages; four evenly spaced layers)
 forward and backward at 1333x800, batch 2, under bf16 autocast: seconds per step and peak memory, or an
 "out of memory" row.
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
 
 import timm
@@ -22,23 +20,18 @@ import torch
 
 import localmamba  # noqa: F401  (registers the models)
 
-from bench_models import cuda_time
+from bench_models import median_time
 
 MODELS = {"LocalVMamba-T": "local_vssm_tiny", "LocalVim-T": "local_vim_tiny"}
 
 
 def build(name: str, size: tuple[int, int]) -> torch.nn.Module:
+    """The backbone as detection takes it: timm ``features_only=True``; LocalVim built for ``size``."""
     if name == "local_vssm_tiny":
         return timm.create_model(name, features_only=True)
     with warnings.catch_warnings():  # 1333 is not a multiple of 16: the patch embedding pads, as intended
         warnings.simplefilter("ignore")
-        return timm.create_model(name, img_size=size)
-
-
-def features(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    out = model(x) if hasattr(model, "feature_info") and not hasattr(model, "forward_features") \
-        else model.forward_features(x)
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+        return timm.create_model(name, features_only=True, img_size=size)
 
 
 def bench(label: str, name: str, args) -> dict:
@@ -52,7 +45,7 @@ def bench(label: str, name: str, args) -> dict:
 
         def step():
             with torch.autocast(dev, dtype=torch.bfloat16):
-                feats = features(model, x)
+                feats = model(x)  # list of (B, C, h, w)
                 loss = sum(f.float().mean() for f in feats)
             loss.backward()
             model.zero_grad(set_to_none=True)
@@ -62,18 +55,14 @@ def bench(label: str, name: str, args) -> dict:
         if dev == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            t = cuda_time(step, args.steps, args.warmup)
+        t = median_time(step, dev, args.steps, args.warmup)
+        if dev == "cuda":
             res["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-        else:
-            times = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - t0)
-            t = statistics.median(times)
         res.update(status="ok", seconds_per_step=t, img_per_s=args.batch_size / t, feature_shapes=shapes)
     except torch.OutOfMemoryError as e:
         res.update(status="out of memory", error=str(e).splitlines()[0])
+    except Exception as e:  # noqa: BLE001  (the other backbone's row still comes)
+        res.update(status=f"error: {type(e).__name__}: {str(e)[:200]}")
     finally:
         del model, x
         if dev == "cuda":
@@ -89,10 +78,11 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1333)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 5 cuda, 1 cpu")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps after the first; default 2 cuda, 0 cpu")
     ap.add_argument("--out", help="write the rows here (JSON)")
     args = ap.parse_args()
     args.steps = args.steps or (5 if args.device == "cuda" else 1)
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.device == "cuda" else 0)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -107,7 +97,8 @@ def main() -> None:
         timing = f"{r['seconds_per_step']:.3f} | {r['img_per_s']:.1f}" if r["status"] == "ok" else " | "
         peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else ""
         feats = " ".join("x".join(map(str, s[1:])) for s in r.get("feature_shapes", []))
-        print(f"| {r['model']} | {r['width']}x{r['height']} | {r['batch']} | {r['status']} | {timing} | {peak} | {feats} |")
+        print(f"| {r['model']} | {r['width']}x{r['height']} | {r['batch']} | {r['status']} | {timing} | {peak} "
+              f"| {feats} |")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ How each figure is counted (``GFLOP`` and ``GB`` are of the whole batch):
 
 - FLOPs. Matmuls and convolutions: fvcore's multiply-accumulates (:func:`localmamba.models.flops.paper_flops`
   on the model wrapped so that it takes the fvcore path for both families, the scan's own rule set to 0),
-  times 2 (a multiply-accumulate is 2 FLOPs); while fvcore traces, the scan is a copy of its input (not
-  counted: tracing the chunked torch scan is slow, and fvcore would also count the einsums inside it). Each
+  times 2 (a multiply-accumulate is 2 FLOPs); while fvcore traces, the scan is a cheap stand-in that reads
+  all its inputs with ops fvcore does not count (tracing the chunked torch scan is slow). Each
   selective-scan call: 9*B*L*D*N + B*D*L FLOPs (the rule of
   mamba-ssm issue 110), from the shapes of the calls the forward really makes (recorded). Elementwise ops,
   norms and softmaxes are not counted. Training = 3x the forward (backward = 2x forward, a convention).
@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 
@@ -59,25 +58,13 @@ from localmamba import ops
 from localmamba.layers import SS2D, MultiDirectionMamba
 from localmamba.models import flops as lm_flops
 
-from bench_models import cuda_time, make_train_step
+from bench_models import cuda_time, make_train_step, median_time
 
 MODELS = {"LocalVim-T": "local_vim_tiny", "LocalVMamba-T": "local_vssm_tiny"}
 MODES = ("infer fp32", "infer bf16", "train bf16")
 SKIP = ("Identity", "Dropout", "DropPath")  # leaf modules that move nothing of their own
 
 
-def median_time(fn, device: str, steps: int, warmup: int) -> float:
-    """Median seconds per call (CUDA events on the GPU)."""
-    if device == "cuda":
-        return cuda_time(fn, steps, warmup)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------------------------------- ceilings
@@ -188,10 +175,15 @@ def forward_macs(model: nn.Module, img: int) -> int:
     """fvcore's multiply-accumulates of one image, the selective scan charged 0 (counted separately)."""
     saved = lm_flops._selective_scan_flop_jit
     lm_flops._selective_scan_flop_jit = lambda inputs, outputs: 0
-    # the scan as a copy of u (same shape and dtype, an op fvcore does not count): tracing the torch scan's
+    # the scan as u plus 0 x the sums of its other inputs (ops fvcore does not count; the sums keep the
+    # projections that feed the scan in the traced graph, which drops unused ops): tracing the torch scan's
     # chunk loop took 20 s for LocalVMamba-T at 224, for FLOPs that are counted by formula anyway
+    def stand_in(u, *args, **kwargs):
+        rest = [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+        return u + 0 * sum(t.sum() for t in rest).to(u.dtype)
+
     try:  # wrapped: LocalVim's own .flops() formula would otherwise be taken
-        with scan_replaced(lambda u, *args, **kwargs: u.clone()):
+        with scan_replaced(stand_in):
             return lm_flops.paper_flops(nn.Sequential(model), img)
     finally:
         lm_flops._selective_scan_flop_jit = saved
@@ -217,44 +209,58 @@ def reset_peak(device: str):
 
 def scan_rows(label: str, mode: str, calls: dict, ceil: dict, device: str, steps: int, warmup: int) -> list[dict]:
     rows = []
-    train = mode.startswith("train")
     for i, c in enumerate(calls.values()):
-        args, kwargs = c["args"], c["kwargs"]
-        u, A = args[0], args[2]
-        leaves = [a for a in list(args) + list(kwargs.values())
-                  if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        for a in leaves:
-            a.requires_grad_(train)
-        in_bytes = sum(_nbytes(a) for a in list(args) + list(kwargs.values()))
-        reset_peak(device)
-        with torch.set_grad_enabled(train):
-            out = ops.selective_scan(*args, **kwargs)
-        if train:
-            dout = torch.randn_like(out)
-
-            def fn():
-                o = ops.selective_scan(*args, **kwargs)
-                torch.autograd.grad(o, leaves, dout, allow_unused=True)
-            nbytes = 2 * (in_bytes + _nbytes(out)) + in_bytes  # fwd: in + out; bwd: in + dout + d(in)
-        else:
-            def fn():
-                with torch.no_grad():
-                    ops.selective_scan(*args, **kwargs)
-            nbytes = in_bytes + _nbytes(out)
-        t = median_time(fn, device, steps, warmup)
-        B, D, L = u.shape
-        rows.append(row(ceil, scan_flops(u, A) * (3 if train else 1), nbytes, t, "fp32", model=label, mode=mode,
-                        part=f"scan {i + 1} ({'fwd+bwd' if train else 'fwd'}) B={B} D={D} L={L} N={A.shape[1]} "
-                             f"{u.dtype} x{c['n']}/step", peak_gib=peak_gib(device)))
-        del out
+        try:
+            rows.append(scan_row(f"scan {i + 1}", label, mode, c, ceil, device, steps, warmup))
+        except Exception as e:  # noqa: BLE001  (one failing kernel must not cost the other rows)
+            rows.append(dict(model=label, mode=mode, part=f"scan {i + 1}", error=f"{type(e).__name__}: {e}"))
+            print(f"!! {label} {mode} scan {i + 1}: {rows[-1]['error']}", flush=True)
     return rows
+
+
+def scan_row(part: str, label: str, mode: str, c: dict, ceil: dict, device: str, steps: int, warmup: int) -> dict:
+    """One recorded scan call timed alone, forward (inference modes) or forward and backward (training)."""
+    train = mode.startswith("train")
+    args, kwargs = c["args"], c["kwargs"]
+    u, A = args[0], args[2]
+    leaves = [a for a in list(args) + list(kwargs.values())
+              if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    for a in leaves:
+        a.requires_grad_(train)
+    in_bytes = sum(_nbytes(a) for a in list(args) + list(kwargs.values()))
+    reset_peak(device)
+    with torch.set_grad_enabled(train):
+        out = ops.selective_scan(*args, **kwargs)
+    out_bytes, dout = _nbytes(out), torch.randn_like(out) if train else None
+    del out  # and its graph
+    if train:
+
+        def fn():
+            o = ops.selective_scan(*args, **kwargs)
+            torch.autograd.grad(o, leaves, dout, allow_unused=True)
+        nbytes = 2 * (in_bytes + out_bytes) + in_bytes  # fwd: in + out; bwd: in + dout + d(in)
+    else:
+        def fn():
+            with torch.no_grad():
+                ops.selective_scan(*args, **kwargs)
+        nbytes = in_bytes + out_bytes
+    t = median_time(fn, device, steps, warmup)
+    B, D, L = u.shape
+    return row(ceil, scan_flops(u, A) * (3 if train else 1), nbytes, t, "fp32", model=label, mode=mode,
+               part=f"{part} ({'fwd+bwd' if train else 'fwd'}) B={B} D={D} L={L} N={A.shape[1]} {u.dtype} "
+                    f"x{c['n']}/step", peak_gib=peak_gib(device))
 
 
 def bench_model(label: str, name: str, args, ceil: dict) -> list[dict]:
     dev, b, img = args.device, args.batch_size, args.img_size
-    model = timm.create_model(name).to(dev)
+    model = timm.create_model(name)
     n_params = sum(p.numel() for p in model.parameters())
-    macs = forward_macs(model, img) * b
+    try:  # on the CPU (before .to(dev)): the paths the counter traces are the CPU ones, and it takes ~1 s
+        macs = forward_macs(model, img) * b
+    except Exception as e:  # noqa: BLE001  (a broken counter must not cost the timings)
+        print(f"!! {label}: fvcore could not count ({type(e).__name__}: {e}); its FLOP columns are nan", flush=True)
+        macs = float("nan")
+    model = model.to(dev)
     x = torch.randn(b, 3, img, img, device=dev)
     y = torch.randint(0, model.num_classes, (b,), device=dev)
     rows = []
@@ -281,15 +287,14 @@ def bench_model(label: str, name: str, args, ceil: dict) -> list[dict]:
             model(x)
         scan_f = sum(scan_flops(c["args"][0], c["args"][2]) * c["n"] for c in calls.values())
         fwd_flops = 2 * macs + scan_f
-        fwd_act = sum(i + 2 * s + o for _, i, s, o in layers)
-        if train:
-            flops = 3 * fwd_flops
-            nbytes = 40 * n_params + fwd_act + sum(2 * i + 3 * s + o for _, i, s, o in layers)
-        else:
-            flops, nbytes = fwd_flops, 4 * n_params + fwd_act
+        by_type = {"weights": (40 if train else 4) * n_params}  # the floor's bytes by layer type (JSON)
+        for kind, i, s, o in layers:
+            by_type[kind] = by_type.get(kind, 0) + i + 2 * s + o + (2 * i + 3 * s + o if train else 0)
+        flops, nbytes = (3 if train else 1) * fwd_flops, sum(by_type.values())
         rows.append(row(ceil, flops, nbytes, t, "bf16" if bf16 else "tf32", model=label, mode=mode,
                         part=f"step ({n_params / 1e6:.1f}M params)", img_per_s=b / t, peak_gib=peak,
-                        scan_gflop=scan_f / 1e9 * (3 if train else 1)))
+                        scan_gflop=scan_f / 1e9 * (3 if train else 1), gbytes_by_layer_type={
+                            k: v / 1e9 for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}))
         rows += scan_rows(label, mode, calls, ceil, dev, args.steps, args.warmup)
         del calls
     del model
@@ -301,6 +306,9 @@ def markdown(rows: list[dict]) -> str:
             "| GB/s | % of bandwidth | peak GiB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['mode']} | {r['part']}: {r['error'][:200]} |" + " |" * 9)
+            continue
         img_s = f"{r['img_per_s']:.0f}" if "img_per_s" in r else ""
         peak = f"{r['peak_gib']:.2f}" if r.get("peak_gib") is not None else ""
         lines.append(f"| {r['model']} | {r['mode']} | {r['part']} | {r['ms']:.2f} | {img_s} | {r['gflop']:.1f} | "
@@ -331,7 +339,13 @@ def main() -> None:
     print({k: f"{v:.3e}" for k, v in ceil.items()}, flush=True)
     rows = []
     for label in args.models:
-        rows += bench_model(label, MODELS[label], args, ceil)
+        try:
+            rows += bench_model(label, MODELS[label], args, ceil)
+        except Exception as e:  # noqa: BLE001  (the other model's rows still come)
+            rows.append(dict(model=label, mode="", part="model", error=f"{type(e).__name__}: {e}"))
+            print(f"!! {label}: {rows[-1]['error']}", flush=True)
+            if gpu:
+                torch.cuda.empty_cache()
         print(f"{label} done at {time.perf_counter() - t0:.0f} s", flush=True)
     info = dict(device=torch.cuda.get_device_name() if gpu else "cpu", torch=torch.__version__,
                 batch_size=args.batch_size, img_size=args.img_size, steps=args.steps, ceilings=ceil, rows=rows,

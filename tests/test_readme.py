@@ -191,10 +191,10 @@ def test_results_command_options_exist():
 
 
 def test_readme_prose_options_exist():
-    """Options named in the prose (`--cuda-graph`) are options of the training or evaluation CLI, or of
-    another tool whose command the README shows with it (papermill's `--cwd`)."""
+    """Options named in the prose (`--cuda-graph`) are options of the training, evaluation, search or
+    detection CLI, or of another tool whose command the README shows with it (papermill's `--cwd`)."""
     words = {a.split("=")[0] for cmd in _commands() if cmd[0] not in ("python", "python3") for a in cmd}
-    for module in ("localmamba.train", "localmamba.evaluate"):
+    for module in ("localmamba.train", "localmamba.evaluate", "localmamba.search", "localmamba.detection.train"):
         words |= set(re.findall(r"--[\w-]+", _help_text(["python", "-m", module])))
     named = set(re.findall(r"`(--[\w-]+)", _prose(README)))
     assert named, "the parser found no option in the README's prose"

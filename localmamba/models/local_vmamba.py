@@ -150,7 +150,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: LocalVMamba
              .replace(".op.multi_scan.attn.", ".op.merge.attn.").replace(".op.multi_scan.weights", ".op.merge.weights"))
         for name in ("x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"):
             k = k.replace(f".op.{name}", f".op.ssm.{name}")
-        out[k] = v
+        out[k.replace(".op.", ".mixer.")] = v
     return out
 
 

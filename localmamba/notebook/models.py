@@ -189,7 +189,7 @@ def merge_gates(model: torch.nn.Module, images: torch.Tensor) -> list[MergeGates
     A forward hook on each :class:`localmamba.layers.DirectionMerge` captures its input, the K
     directions' outputs already reversed to token order (B, K, T, C), and evaluates the merge's
     channel attention gate on it. Works for LocalVim (``layers.i.mixer.merge``) and LocalVMamba
-    (``layers.s.blocks.j.op.merge``), search supernets included.
+    (``layers.s.blocks.j.mixer.merge``), search supernets included.
     """
     from ..layers import DirectionMerge
 

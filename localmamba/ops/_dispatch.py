@@ -21,10 +21,11 @@ preference lists (first available wins; a fallback from the first choice warns o
     channel_merge     triton, ref               ref              ref
 
 Triton comes first on CUDA because it is the fastest path for the models (one H200, batch 128, fp32
-inference: LocalVim-T 3854 img/s against 1378 with mamba-ssm's scan, LocalVMamba-T 2082 against 758;
-``benchmarks/gpu_suite.sh`` re-checks it); mamba-ssm stays selectable as "cuda". Under a ``torch.jit`` trace "auto"
-skips backends a trace cannot see (the C kernel writes through ctypes; a Triton launch is not a traceable op). An explicit backend that cannot run
-here (not installed, no compiler) raises RuntimeError naming what to install.
+inference: LocalVim-T 2862 img/s against 1567 with mamba-ssm's scan, LocalVMamba-T 2072 against 756;
+``benchmarks/gpu_suite.sh`` re-checks it); mamba-ssm stays selectable as "cuda". Under a ``torch.jit`` trace
+"auto" skips backends a trace cannot see (the C kernel writes through ctypes; a Triton launch is not a
+traceable op). An explicit backend that cannot run here (not installed, no compiler) raises RuntimeError
+naming what to install.
 
 Backends register their availability check here (``register_backend``), ops declare their implementations
 (:class:`Op`); this module imports nothing of the package, so there is no import circle.

@@ -71,3 +71,17 @@ def test_describe_names_the_registered_model_a_state_dict_belongs_to():
     assert "unregistered LocalVim" in describe_state_dict(timm.create_model("test_local_vim", depth=3,
                                                                             directions=[["h"]] * 3).state_dict())
     assert "unknown architecture" in describe_state_dict({"fc.weight": torch.zeros(2, 2)})
+
+
+def test_local_vmamba_state_dict_with_op_keys_loads():
+    """Checkpoints that name the block's mixer ``op`` (the original's name, and this project's before it
+    became ``mixer`` as in LocalVim's blocks) still load, strictly, to the same outputs."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_local_vssm").eval()
+    old = {k.replace(".mixer.", ".op."): v for k, v in model.state_dict().items()}
+    assert any(".op." in k for k in old)
+    fresh = timm.create_model("test_local_vssm").eval()
+    fresh.load_state_dict(old, strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)

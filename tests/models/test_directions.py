@@ -15,7 +15,7 @@ def mixers(model):
     """The token mixer of every layer (LocalVim) or block (LocalVMamba), in order."""
     if isinstance(model, LocalVim):
         return [layer.mixer for layer in model.layers]
-    return [block.op for stage in model.layers for block in stage.blocks]
+    return [block.mixer for stage in model.layers for block in stage.blocks]
 
 
 def test_candidates_are_the_originals_and_their_cifar_variant():

@@ -196,7 +196,7 @@ def test_merge_gates_are_what_the_merge_applies(name):
         assert ((g.gates > 0) & (g.gates < 1)).all() and g.gates.std() > 0.05
         merged = (torch.from_numpy(g.gates)[:, :, None, :] * xs).sum(1)  # (B, T, C)
         torch.testing.assert_close(merged, out, rtol=1e-5, atol=1e-5)
-    assert gates[0].layer in ("layers.0.mixer", "layers.0.blocks.0.op")
+    assert gates[0].layer in ("layers.0.mixer", "layers.0.blocks.0.mixer")
     with pytest.raises(ValueError, match="no DirectionMerge"):
         models.merge_gates(torch.nn.Linear(3, 3), x)
 
