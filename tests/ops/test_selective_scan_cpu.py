@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from test_selective_scan import assert_close, compare_to_oracle, make_inputs, positive_steps, run
+from .test_selective_scan import assert_close, compare_to_oracle, make_inputs, positive_steps, run
 
 from localmamba.ops import available_backends, reads_time_major, selective_scan, selective_scan_ref
 
