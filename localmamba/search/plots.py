@@ -37,15 +37,19 @@ def _cells(chosen, candidates: Sequence[str]) -> list[tuple[int, int]]:
 
 def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=None, history=None,
                 reference=None, title: str | None = None, layer_label: str = "layer"):
-    """A figure: the layers x candidates heatmap of the final probabilities, with the ``chosen`` cells framed
-    and the ``reference`` cells (e.g. the paper's directions) dotted; with ``history`` = (epochs, (E, L, K))
-    (see :func:`load_history`), beside it one small panel per layer with each candidate's probability over
-    the epochs, the chosen ones drawn solid.
+    """A figure: the layers x candidates heatmap of the final probabilities (in %), with the ``chosen`` cells
+    framed and the ``reference`` cells (e.g. the paper's directions) dotted; with ``history`` = (epochs,
+    (E, L, K)) (see :func:`load_history`), below it one panel per layer with each candidate's probability over
+    the epochs, the chosen ones drawn solid. The panels are stacked, 8 inches wide, so that the figure stays
+    legible at page width (about 800 px) however many layers and candidates there are.
 
     ``probabilities`` may be a :class:`~localmamba.models.directions.DirectionSpec`, whose probabilities,
     candidates and directions (as ``chosen``) are then used.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     if hasattr(probabilities, "directions") and hasattr(probabilities, "candidates"):  # a DirectionSpec
         spec = probabilities
@@ -60,58 +64,73 @@ def plot_search(probabilities, candidates: Sequence[str] | None = None, chosen=N
     L, K = probs.shape
     if K != len(candidates):
         raise ValueError(f"{K} probability columns for {len(candidates)} candidates {tuple(candidates)}")
-
-    n_hist = 0 if history is None else 1
-    fig = plt.figure(figsize=(4 + 0.45 * K + 7 * n_hist, max(3.4, 1.4 + 0.32 * L)), layout="constrained")
-    figs = fig.subfigures(1, 1 + n_hist, width_ratios=[4 + 0.45 * K] + [7] * n_hist) if n_hist else [fig]
-    ax = figs[0].subplots()
-    # colours diverge from the uniform 1/K where the search starts: red above it, blue below, white at it
-    spread = max(float(np.abs(probs - 1 / K).max()), 1e-6)
-    im = ax.imshow(probs, cmap="RdBu_r", vmin=1 / K - spread, vmax=1 / K + spread, aspect="auto")
-    ax.set_xticks(range(K), candidates, rotation=45, ha="right")
-    ax.set_yticks(range(L), [str(i) for i in range(L)])
-    ax.set_ylabel(layer_label)
-    if L * K <= 400:
-        fmt = ".3f" if spread < 0.05 else ".2f"
-        for i in range(L):
-            for j in range(K):
-                ax.text(j, i, format(probs[i, j], fmt), ha="center", va="center", fontsize=6,
-                        color="white" if abs(probs[i, j] - 1 / K) > 0.6 * spread else "black")
-    for i, j in _cells(chosen or [], candidates):
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
-    for i, j in _cells(reference or [], candidates):
-        ax.plot(j + 0.32, i - 0.28, "o", color="white", markeredgecolor="black", markersize=4)
-    figs[0].colorbar(im, ax=ax, shrink=0.8, label=f"probability (white: uniform 1/{K})")
-    legend = ("framed: chosen" if chosen else "") + ("; dot: reference" if reference else "")
-    ax.set_title((title or "direction probabilities") + (f"\n{legend.strip('; ')}" if legend else ""), fontsize=9)
-
     if history is not None:
         epochs, h = history
         h = np.asarray(h, dtype=np.float64)  # (E, L, K)
         if h.shape[1:] != probs.shape:
             raise ValueError(f"history has layers x candidates {h.shape[1:]}, the probabilities {probs.shape}")
-        cols = min(L, max(3, math.ceil(math.sqrt(L * 1.5))))
-        rows = math.ceil(L / cols)
-        axes = np.atleast_1d(figs[1].subplots(rows, cols, sharex=True, sharey=True)).ravel()
+
+    cols = min(L, 4 if L <= 8 else 6)  # history panels a row
+    rows = math.ceil(L / cols)
+    heights = [max(2.4, 1.3 + 0.3 * L)] + ([0.8 + 1.7 * rows] if history is not None else [])
+    fig = plt.figure(figsize=(8, sum(heights)), layout="constrained")
+    figs = fig.subfigures(len(heights), 1, height_ratios=heights, hspace=0.04) if history is not None else [fig]
+
+    ax = figs[0].subplots()
+    # colours diverge from the uniform 1/K where the search starts: red above it, blue below, white at it
+    spread = max(float(np.abs(probs - 1 / K).max()), 1e-6)
+    pct = 100 * probs
+    norm = TwoSlopeNorm(100 / K, vmin=100 * max(1 / K - spread, 0.0), vmax=100 * (1 / K + spread))  # not below 0 %
+    im = ax.imshow(pct, cmap="RdBu_r", norm=norm, aspect="auto")
+    ax.set_xticks(range(K), candidates, fontsize=10)
+    ax.set_yticks(range(L), [str(i) for i in range(L)], fontsize=10 if L <= 12 else 8)
+    ax.set_ylabel(layer_label, fontsize=10)
+    ax.tick_params(length=0)
+    if L <= 32 and K <= 12:  # one rounded number a cell while the cells are big enough to hold it
+        fmt = ".1f" if spread < 0.05 else ".0f"
+        for i in range(L):
+            for j in range(K):
+                ax.text(j, i, format(pct[i, j], fmt), ha="center", va="center", fontsize=9 if L <= 12 else 7,
+                        color="white" if abs(norm(pct[i, j]) - 0.5) > 0.3 else "black")
+    for i, j in _cells(chosen or [], candidates):
+        ax.add_patch(plt.Rectangle((j - 0.45, i - 0.4), 0.9, 0.8, fill=False, edgecolor="black",  # gaps between
+                                   linewidth=2 if L <= 12 else 1.4))  # the frames of neighbouring chosen cells
+    for i, j in _cells(reference or [], candidates):
+        ax.plot(j + 0.34, i - 0.3, "o", color="white", markeredgecolor="black", markersize=6)
+    cbar = figs[0].colorbar(im, ax=ax, shrink=0.9, aspect=15, pad=0.02)
+    cbar.set_label(f"probability (%); white: uniform {100 / K:.1f}", fontsize=9)
+    cbar.ax.tick_params(labelsize=9)
+    legend = ("framed: chosen" if chosen else "") + ("; dot: reference" if reference else "")
+    ax.set_title((title or "direction probabilities") + (f" ({legend.strip('; ')})" if legend else ""), fontsize=11)
+
+    if history is not None:
+        axes = np.atleast_1d(figs[1].subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
         picked = set(_cells(chosen or [], candidates))
         palette = [plt.get_cmap("tab10")(c) for c in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # no gray: that is the 1/K line
         colors = lambda j: palette[j % len(palette)]  # noqa: E731
         for i in range(L):
             a = axes[i]
+            a.axhline(100 / K, color="gray", lw=0.8)
             for j in range(K):
                 solid = (i, j) in picked or not picked
-                a.plot(epochs, h[:, i, j], color=colors(j), lw=1.4 if solid else 0.8,
-                       ls="-" if solid else ":", label=candidates[j] if i == 0 else None)
-            a.axhline(1 / K, color="gray", lw=0.5)
-            a.set_title(f"{layer_label} {i}", fontsize=8)
-            a.tick_params(labelsize=6)
+                a.plot(epochs, 100 * h[:, i, j], color=colors(j), lw=1.8 if solid else 1.0, ls="-" if solid else ":")
+            a.set_title(f"{layer_label} {i}", fontsize=10, pad=3)
+            a.tick_params(labelsize=8)
+            a.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         for a in axes[L:]:
             a.set_visible(False)
         for a in axes[max(0, L - cols):L]:
-            a.set_xlabel("epoch", fontsize=7)
-        figs[1].supylabel("probability (gray: uniform 1/K)", fontsize=8)
-        figs[1].legend(loc="outside lower center", ncols=min(K, 8), fontsize=7, frameon=False)
-        figs[1].suptitle("over training (solid: chosen)", fontsize=9)
+            a.set_xlabel("epoch", fontsize=9)
+        for a in axes[0:L:cols]:
+            a.set_ylabel("probability (%)", fontsize=9)
+        handles = [Line2D([], [], color=colors(j), lw=2) for j in range(K)]
+        handles.append(Line2D([], [], color="gray", lw=0.8))
+        labels = list(candidates) + [f"uniform {100 / K:.1f}"]
+        figs[1].legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 5 if K > 8 else 9),
+                       fontsize=9, frameon=False, handlelength=1.5, columnspacing=1.2,
+                       title="over training: each candidate's probability" + ("; solid: chosen, dotted: not"
+                                                                               if picked else ""),
+                       title_fontsize=10)
     return fig
 
 
