@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..models import CheckpointError  # one error for any checkpoint that cannot be read, resumed or loaded
-from ..models.checkpoints import _check_format as check_format  # the models' reader's file check, shared
+from ..models.checkpoints import check_format  # the file check of the models' reader, shared
 
 CHECKPOINT_FORMAT = "localmamba.train"  # the value older runs wrote; kept so they still resume
 CHECKPOINT_VERSION = 1

@@ -1,24 +1,21 @@
 """Models by name for the engine: ``timm.create_model`` with a clear error for a name timm does not know."""
 from __future__ import annotations
 
-import difflib
 from typing import Optional
 
 import timm
 import torch.nn as nn
 
-from .. import models as _models  # noqa: F401 - registers the localmamba models in timm
+from ..models import resolve_model_name  # importing models registers them in timm
 from .config import ConfigError
 
 
 def check_model_name(name: str) -> None:
     """Raise :class:`ConfigError` naming the closest registered models when timm has no model ``name``."""
-    if timm.is_model(name):
-        return
-    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}?" if close else \
-        "list the localmamba models with timm.list_models('*local*') or timm.list_models('*vim*')"
-    raise ConfigError(f"unknown model {name!r}: {hint}")
+    try:
+        resolve_model_name(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def create_model(name: str, num_classes: int, *, drop_path: Optional[float] = None,

@@ -14,14 +14,14 @@ import torch
 import torch.nn as nn
 
 __all__ = ["CheckpointError", "read_state_dict", "describe_state_dict", "load_pretrained", "model_from_arch",
-           "known_archs"]
+           "known_archs", "check_format"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not fit the model it was loaded into."""
 
 
-def _check_format(path: str) -> None:
+def check_format(path: str) -> None:
     """Refuse, with one clear line, a file that is not torch.save's output at all (a text file, an image, a
     truncated download) before torch.load turns it into an internal error from its unpickler or zip reader."""
     with open(path, "rb") as f:
@@ -46,7 +46,7 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
-    _check_format(path)
+    check_format(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:

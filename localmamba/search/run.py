@@ -80,12 +80,6 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def log_probabilities(epoch: int, model: nn.Module) -> dict:
     """The engine hook (``Hooks.epoch_metrics``): the supernet's probabilities as ``direction_probs`` in every
     epoch's row of metrics.jsonl, (layers, K) as lists."""
@@ -152,7 +146,7 @@ def search(config, k: int = 4, retrain_epochs: int = 0, retrain_model: Optional[
         result["retrain_model"] = target
         result["retrain_summary"] = _brief(engine_train.train(re_cfg))
     if _is_main():
-        _write_json(out / "search_summary.json", result)
+        engine_checkpoint.write_text_atomic(out / "search_summary.json", json.dumps(result, indent=2))
         s, r = result["supernet_summary"], result["retrain_summary"]
         line = f"supernet {config.model}: top-1 {_pct(s['last_top1'])} after {s['epochs']} epochs"
         if r is not None:
