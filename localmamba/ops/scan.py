@@ -83,11 +83,19 @@ def reads_time_major(backend: str, device: torch.device | str) -> bool:
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   backend="auto"):
+                   backend="auto", out_dtype=None):
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature; returns out: (b, d, l) in u.dtype.
 
     backend: one of :data:`BACKENDS` (see the module docstring); "auto" picks the fastest that runs here.
+    out_dtype: the output's dtype instead of u's. LocalVMamba scans its 16-bit (autocast) activations with an
+    fp32 output, as the original's ``.float()`` calls do: the inputs are exact in 16 bits, and the scan computes
+    in fp32 anyway, so only the output's precision matters. The Triton kernel writes that dtype directly (the
+    16-bit inputs are read as they are: half the bytes); the other backends cast their output.
     """
-    fn = SCAN(backend, u.device)
+    name = SCAN.resolve(backend, u.device)
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if out_dtype is None or out_dtype == u.dtype:
+        return SCAN.impls[name](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if name == "triton":
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype=out_dtype)
+    return SCAN.impls[name](u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(out_dtype)

@@ -16,7 +16,7 @@ registers, b*d/BLOCK_D independent programs fill the GPU, and the sequence is wa
   the scratch that long sequences need.
 
 :func:`use_chunked` picks one per direction, from measurements: the step kernels, except for the
-backward of long sequences. Backward: the forward recurrence is
+backward of long sequences with wide states (whose every state would not fit). Backward: the forward recurrence is
 recomputed into a scratch buffer (every state for the step kernel; the state before each chunk for the
 chunked one), then the adjoint recurrence runs backwards in time (the chunked one: a reverse
 associative scan per chunk, dh_t = C_t dy_t + a_{t+1} dh_{t+1}, with a_t h_{t-1} taken as h_t - x_t).
@@ -108,7 +108,7 @@ if triton is not None:
                 dt = _softplus(dt)
             h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt  # (BLOCK_D, BLOCK_N)
             if STORE_STATES:
-                tl.store(s_p + t * d * n, h, mask=mask_dn)
+                tl.store(s_p + t * d * n, h.to(states_ptr.dtype.element_ty), mask=mask_dn)
             y = tl.sum(h * Ct, axis=1)  # (BLOCK_D,)
             if HAS_D:
                 y += Dv * u
@@ -161,8 +161,8 @@ if triton is not None:
         B_n = tl.load(B_p + t0 * sB_l, mask=mask_dn, other=0.0).to(tl.float32)
         C_n = tl.load(C_p + t0 * sC_l, mask=mask_dn, other=0.0).to(tl.float32)
         do_n = tl.load(do_p + t0 * sdo_l, mask=mask_d, other=0.0).to(tl.float32)
-        h = tl.load(s_p + t0 * sst_l, mask=mask_dn, other=0.0)
-        hp_n = tl.load(s_p + (t0 - 1) * sst_l, mask=mask_dn & (t0 > 0), other=0.0)
+        h = tl.load(s_p + t0 * sst_l, mask=mask_dn, other=0.0).to(tl.float32)
+        hp_n = tl.load(s_p + (t0 - 1) * sst_l, mask=mask_dn & (t0 > 0), other=0.0).to(tl.float32)
         if HAS_Z:
             z_n = tl.load(z_p + t0 * sz_l, mask=mask_d, other=0.0).to(tl.float32)
             y_n = tl.load(y_ptr + g_p + t0 * d, mask=mask_d, other=0.0)
@@ -178,7 +178,7 @@ if triton is not None:
             B_n = tl.load(B_p + nx * sB_l, mask=mask_dn & more, other=0.0).to(tl.float32)
             C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more, other=0.0).to(tl.float32)
             do_n = tl.load(do_p + nx * sdo_l, mask=mask_d & more, other=0.0).to(tl.float32)
-            hp_n = tl.load(s_p + (nx - 1) * sst_l, mask=mask_dn & (nx > 0), other=0.0)
+            hp_n = tl.load(s_p + (nx - 1) * sst_l, mask=mask_dn & (nx > 0), other=0.0).to(tl.float32)
             if HAS_Z:
                 z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more, other=0.0).to(tl.float32)
                 y_n = tl.load(y_ptr + g_p + nx * d, mask=mask_d & more, other=0.0)
@@ -290,7 +290,7 @@ if triton is not None:
             m2 = m_t[:, None] & mask_d[None, :]  # (CHUNK, BLOCK_D)
             mtn = m_t[:, None] & mask_n[None, :]  # (CHUNK, BLOCK_N)
             if STORE_STATES:
-                tl.store(s_p + c * d * n, h, mask=mask_dn)
+                tl.store(s_p + c * d * n, h.to(states_ptr.dtype.element_ty), mask=mask_dn)
             u, _, _, _, _, _, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h, rows,
                                                  HAS_BIAS, SOFTPLUS)  # (CHUNK, BLOCK_D), (CHUNK, BLOCK_D, BLOCK_N)
             h = tl.sum(tl.where(rows[:, None, None] == CHUNK - 1, hs, 0.0), axis=0)  # (BLOCK_D, BLOCK_N)
@@ -356,7 +356,7 @@ if triton is not None:
             if SOFTPLUS:
                 dtn = _softplus(dtn)
             # recompute the chunk's states from the stored state before it
-            h0 = tl.load(s_p + c * d * n, mask=mask_dn, other=0.0)  # (BLOCK_D, BLOCK_N)
+            h0 = tl.load(s_p + c * d * n, mask=mask_dn, other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
             u, draw, dt, Bt, a, x, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h0,
                                                       rows, HAS_BIAS, SOFTPLUS)
             dtu = dt * u  # (CHUNK, BLOCK_D)
@@ -455,14 +455,14 @@ def _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, state
 
 class SelectiveScanTritonFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype=None):
         l = u.shape[2]
         B4 = B if B.dim() == 4 else B.unsqueeze(1)  # (b, g, n, l)
         C4 = C if C.dim() == 4 else C.unsqueeze(1)
         if B4.shape[1] != C4.shape[1]:
             raise ValueError("the triton backend needs B and C with the same number of groups")
-        out = torch.empty_like(u)  # (b, d, l) in u's layout: time-major u gives a time-major output
-        if use_chunked(l, backward=False):
+        out = torch.empty_like(u, dtype=out_dtype)  # (b, d, l) in u's layout: time-major u gives a time-major output
+        if use_chunked(l, backward=False, n=A.shape[1]):
             _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out, None, FWD_CHUNKED)
         else:
             _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out)
@@ -479,7 +479,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         # The backward keeps states of a batch slice in an fp32 scratch, (bs, l, d, n) for the step kernel
         # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
         # into slices of equal size (a small last slice would leave most of the GPU idle)
-        chunked = use_chunked(l, backward=True)
+        chunked = use_chunked(l, backward=True, n=n)
         per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
         n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
         bs = triton.cdiv(b, n_slices)
@@ -494,7 +494,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         dC = dC.squeeze(1) if C3 else dC
         return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B4.dtype), dC.to(C4.dtype),
                 dD.to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
-                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None)
+                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
 
 
 #: Cap of the backward's fp32 state scratch, in elements (8 GiB). At batch 128 a LocalVim-T layer needs
@@ -523,20 +523,20 @@ FWD_CHUNKED = ChunkConfig(4, 32, 2)
 BWD_CHUNKED = ChunkConfig(4, 16, 1)
 
 
-def use_chunked(l: int, backward: bool) -> bool:
-    """Which kernel runs a sequence of l steps: chunked (True) or step by step (False).
+def use_chunked(l: int, backward: bool, n: int = 16) -> bool:
+    """Which kernel runs a sequence of l steps with state size n: chunked (True) or step by step (False).
 
     Measured on an H200 at the models' own scan inputs, batch 128 at 224. The step kernels win every
     forward (LocalVMamba-T stage 1, 3136 steps: 4.7 ms against 5.4 for the best chunked setting) and
-    the backward of short sequences (LocalVim-T: 1.05 + 1.45 ms against 0.97 + 4.06 for states pass and
-    backward). But the step backward stores every state, (b, l, d, n) fp32: 20 and 10 GiB a layer at
-    LocalVMamba-T's 3136- and 784-step stages, which then run in batch slices that leave the GPU half
-    idle, where the chunked backward stores one state in 4. Whole LocalVMamba-T training steps, the
-    policies one after another in one process: 364 img/s with this rule, 359 with the step kernels
-    everywhere and no slicing (20 GiB scratch), 310 sliced at 8 GiB, 333 with the earlier rule (chunked
-    for every fp32 scan, 4-warp step kernels).
+    every backward they can hold the states of: LocalVim-T (l 197, n 16) 1.05 + 1.45 ms against 0.97 + 4.06
+    for states pass and backward; LocalVMamba-T (n 1) with bf16 inputs, forward and backward, 8.9 ms against
+    11.5 at stage 1 (l 3136) and 4.4 against 5.4 at stage 2 (l 784). But the step backward stores every
+    state, (b, l, d, n): with n 16 at 3136 and 784 steps, 20 and 10 GiB a layer in fp32, which then run in
+    batch slices that leave the GPU half idle, where the chunked backward stores one state in 4 (whole
+    training steps of such a model: 364 img/s with the chunked backward, 359 with the step kernels and a
+    20 GiB scratch, 310 sliced at 8 GiB). So the backward is chunked where l * n reaches 512 * 16.
     """
-    return backward and l >= 512
+    return backward and l * n >= 512 * 16
 
 
 def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
@@ -586,6 +586,14 @@ def _finish_grads(du, ddelta, dz, dBp, dCp, dAp, dDp, dbp, g: int) -> tuple:
             dbp.sum(0) if dbp is not None else None)
 
 
+def _scratch_dtype(u: torch.Tensor) -> torch.dtype:
+    """The dtype of the backward's state scratch: u's for 16-bit inputs, else fp32. The scratch is the backward's
+    largest traffic (LocalVim-T, batch 128: 2.4 GiB written and read back a layer in fp32); the recurrence itself
+    always runs in fp32 registers, and only the gradient terms that read a stored state (dB, dC, dA, delta's)
+    see it rounded to the precision the 16-bit inputs already have."""
+    return u.dtype if u.dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def _backward_slice_chunked(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     """Gradients for one batch slice: the states at chunk starts into scratch, then the adjoint kernel."""
     b, d, l = u.shape
@@ -595,7 +603,7 @@ def _backward_slice_chunked(u, delta, A, B4, C4, D, z, delta_bias, dout, softplu
     BLOCK_D, BLOCK_N = _chunk_cfg(cfg, d // g, n)
     nblk = triton.cdiv(d, BLOCK_D)
     n_chunks = triton.cdiv(l, cfg.chunk)
-    states = torch.empty((b, n_chunks, d, n), device=u.device, dtype=torch.float32)  # (b, chunks, d, n)
+    states = torch.empty((b, n_chunks, d, n), device=u.device, dtype=_scratch_dtype(u))  # (b, chunks, d, n)
     _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, None, states, cfg)
     grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
     dummy = states
@@ -618,7 +626,7 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     BLOCK_D = _block_d(d // g)
     nblk = triton.cdiv(d, BLOCK_D)
     # time-major scratch and outputs: each step of a program reads and writes contiguous channels
-    states = torch.empty((b, l, d, n), device=u.device, dtype=torch.float32)
+    states = torch.empty((b, l, d, n), device=u.device, dtype=_scratch_dtype(u))
     y = torch.empty((b, l, d), device=u.device, dtype=torch.float32)  # ungated output: dz needs it
     _launch_fwd_step(u, delta, A, B4, C4, D, None, delta_bias, softplus, y.transpose(1, 2), states)
     grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
@@ -633,8 +641,9 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     return _finish_grads(*grads, g)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`."""
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, out_dtype=None):
+    """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`, and
+    ``out_dtype`` (default u's) written directly by the kernels."""
     if triton is None:
         raise RuntimeError(f"backend='triton' needs triton: {TRITON_INSTALL_HINT}")
-    return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype)

@@ -55,3 +55,45 @@ def test_triton_kernel_matches_oracle_in_interpreter(triton_interpreted):
 @pytest.mark.cuda
 def test_triton_kernel_matches_oracle_on_gpu(triton_on_gpu):
     triton_on_gpu(CHECK)
+
+
+CHECK_16BIT = r"""
+import torch
+from localmamba.ops import selective_scan, selective_scan_ref
+import localmamba.ops.scan_triton as T
+torch.manual_seed(1)
+dev = "{device}"
+# bf16 inputs, as under autocast: the kernels compute in fp32, keep the backward's state scratch in bf16 and
+# write the output in u's dtype or in out_dtype (fp32 for LocalVMamba); the oracle runs on the same values in fp32
+b, d, l, n, g = 2, 16, 13, 4, 2
+for chunked, out_dtype in [(False, None), (True, None), (False, torch.float32), (True, torch.float32)]:
+    T.use_chunked = lambda *a, chunked=chunked, **k: chunked
+    half = dict(u=torch.randn(b, l, d).transpose(1, 2), delta=torch.randn(b, d, l) * 0.5, B=torch.randn(b, g, n, l),
+                C=torch.randn(b, g, n, l), z=torch.randn(b, d, l))
+    half = {{k: v.to(dev, torch.bfloat16).requires_grad_(True) for k, v in half.items()}}
+    full = dict(A=-torch.rand(d, n) * 2 - 0.1, D=torch.randn(d), delta_bias=torch.randn(d) * 0.3)
+    full = {{k: v.to(dev).requires_grad_(True) for k, v in full.items()}}
+    up = {{k: v.detach().float().requires_grad_(True) for k, v in half.items()}}
+    out = selective_scan(**half, **full, delta_softplus=True, backend="triton", out_dtype=out_dtype)
+    ref = selective_scan_ref(**up, **full, delta_softplus=True)
+    assert out.dtype == (out_dtype or torch.bfloat16) and out.stride() == half["u"].stride()
+    w = torch.randn_like(ref)
+    grads = torch.autograd.grad((out.float() * w).sum(), [*half.values(), *full.values()])
+    grads_ref = torch.autograd.grad((ref * w).sum(), [*up.values(), *full.values()])
+    tol = 1e-2 if out_dtype is None else 2e-6  # the output's rounding to bf16, else fp32 arithmetic alone
+    err = ((out.float() - ref).norm() / ref.norm()).item()
+    assert err < tol, (chunked, out_dtype, err)
+    for name, a, r in zip([*half, *full], grads, grads_ref):
+        assert a.dtype == (torch.bfloat16 if name in half else torch.float32)
+        err = ((a.float() - r).norm() / r.norm()).item()
+        assert err < 2e-2, (chunked, out_dtype, name, err)  # bf16 gradients and bf16 stored states
+"""
+
+
+def test_triton_kernel_16bit_inputs_in_interpreter(triton_interpreted):
+    triton_interpreted(CHECK_16BIT)
+
+
+@pytest.mark.cuda
+def test_triton_kernel_16bit_inputs_on_gpu(triton_on_gpu):
+    triton_on_gpu(CHECK_16BIT)
