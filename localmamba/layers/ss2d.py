@@ -44,17 +44,17 @@ class SS2D(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-        """x (B, H, W, C) -> (B, H, W, C); the scan runs in fp32 in the :class:`Layout` for x's device and
-        ``backend`` (which reaches the scan and the merge)."""
+        """x (B, H, W, C) -> (B, H, W, C); the scan runs in the :class:`Layout` for x's device and ``backend``
+        (which reaches the scan and the merge), with an fp32 output as the original's ``.float()`` scan: its
+        inputs stay in the conv's dtype (bf16 under autocast, exact, half the bytes of an fp32 copy)."""
         B, H, W, _ = x.shape
         D = self.d_inner
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
         plan = scan_plan(self.directions, H, W)
         layout = Layout.for_device(x.device, backend)
-        # fp32 for the scan, as the original's .float() calls, in the one copy into the layout's storage
-        xs = layout.scan(x.flatten(2).transpose(1, 2), plan, dtype=torch.float32)  # (B, K, D, L)
-        y = self.ssm(xs, backend=backend)  # (B, K, D, L), in xs's layout
+        xs = layout.scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, D, L)
+        y = self.ssm(xs, backend=backend, out_dtype=torch.float32)  # (B, K, D, L), in xs's layout
         if layout.interleaved:  # the merge reads the scan's rows in place, reversing them itself
             rows = layout.rows(y).flatten(1, 2)  # (B, L*K, D), a view
             y = self.merge.merge_rows(rows, plan.reverse_rows(y.device, layout.scan_layout), backend=backend)

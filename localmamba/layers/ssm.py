@@ -83,8 +83,10 @@ class DirectionalSSM(nn.Module):
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
 
-    def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
-        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L).
+    def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto",
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L), in ``out_dtype``
+        (default xs's; see :func:`~localmamba.ops.selective_scan`).
 
         xs may also be a view of channels-innermost storage, (B, L, K, D) (the GPU mixers' layout) or
         (L, B, K, D) (the CPU mixers'): the projections then run in that row order, delta comes out in
@@ -96,9 +98,8 @@ class DirectionalSSM(nn.Module):
         rows = xs.permute(0, 3, 1, 2) if batch_outer else xs.permute(3, 0, 1, 2)  # (B, L, K, D) or (L, B, K, D)
         block = _block_projection(rows)
         x_dbl = _per_direction(rows, self.x_proj_weight, block)  # (P, Q, K, R+2N), rows as xs's
-        # B and C in xs's dtype (under autocast: fp32 for SS2D, which scans fp32 as the original's .float()
-        # calls do; bf16 for the LocalVim mixer, as the original passes mamba-ssm), cast as one projection so
-        # that the scan reads them as views in its layout: a step's N values contiguous
+        # B and C in xs's dtype (under autocast bf16, the projection's own dtype: no copy), cast as one
+        # projection so that the scan reads them as views in its layout: a step's N values contiguous
         x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
         # with ``block`` the delta projection's (P, Q, K*D) output is already xs's channels-innermost layout;
@@ -120,5 +121,6 @@ class DirectionalSSM(nn.Module):
             delta_bias=self.dt_projs_bias.reshape(-1).float(),
             delta_softplus=True,
             backend=backend,
+            out_dtype=out_dtype,
         )  # (B, K*D, L)
         return y.view(B, K, D, L)
