@@ -85,7 +85,79 @@ if triton is not None:
                  dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
+    @triton.jit
+    def _conv4_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dwp_ptr, dbp_ptr, C, L, n_segs,
+                          sx_b, sx_c, sx_l, sd_b, sd_c, sd_l, sdx_b, sdx_c, sdx_l, sw_c, sw_w,
+                          HAS_BIAS: tl.constexpr, SILU: tl.constexpr, SEG: tl.constexpr, BLOCK_C: tl.constexpr):
+        """The backward of a width-4 conv as one walk back in time over SEG rows (and the 3 rows after them,
+        whose g the first rows' dx needs): x and dout are read once, where the tiled kernel reads each x row
+        up to 20 times and recomputes each g up to 4 times. Windows in registers: x_t .. x_{t-3} and
+        g_{t+1} .. g_{t+3}; the next row's x and dout are loaded a step ahead (the walk is latency-bound)."""
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_s = tl.program_id(1)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+        mask_c = offs_c < C
+        x_p = x_ptr + pid_b * sx_b + offs_c * sx_c
+        d_p = dout_ptr + pid_b * sd_b + offs_c * sd_c
+        dx_p = dx_ptr + pid_b * sdx_b + offs_c * sdx_c
+        w3 = tl.load(w_ptr + offs_c * sw_c + 3 * sw_w, mask=mask_c, other=0.0).to(tl.float32)  # weighs x_t
+        w2 = tl.load(w_ptr + offs_c * sw_c + 2 * sw_w, mask=mask_c, other=0.0).to(tl.float32)  # x_{t-1}
+        w1 = tl.load(w_ptr + offs_c * sw_c + 1 * sw_w, mask=mask_c, other=0.0).to(tl.float32)  # x_{t-2}
+        w0 = tl.load(w_ptr + offs_c * sw_c, mask=mask_c, other=0.0).to(tl.float32)  # x_{t-3}
+        bias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        t0 = pid_s * SEG  # this program's rows: [t0, t0 + SEG) within [0, L)
+        top = t0 + SEG + 2  # the walk starts 3 rows above them
+        x0 = tl.load(x_p + top * sx_l, mask=mask_c & (top < L), other=0.0).to(tl.float32)
+        x1 = tl.load(x_p + (top - 1) * sx_l, mask=mask_c & (top - 1 < L), other=0.0).to(tl.float32)
+        x2 = tl.load(x_p + (top - 2) * sx_l, mask=mask_c & (top - 2 < L), other=0.0).to(tl.float32)
+        x3 = tl.load(x_p + (top - 3) * sx_l, mask=mask_c & (top - 3 < L), other=0.0).to(tl.float32)
+        do_n = tl.load(d_p + top * sd_l, mask=mask_c & (top < L), other=0.0).to(tl.float32)
+        x_n = tl.load(x_p + (top - 4) * sx_l, mask=mask_c & (top - 4 < L) & (top - 4 >= 0), other=0.0).to(tl.float32)
+        g1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        g2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        g3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        dw0 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        dw1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        dw2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        dw3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        for i in range(SEG + 3):
+            t = top - i
+            do = do_n
+            x4 = x_n
+            do_n = tl.load(d_p + (t - 1) * sd_l, mask=mask_c & (t - 1 < L) & (t >= 1), other=0.0).to(tl.float32)
+            x_n = tl.load(x_p + (t - 5) * sx_l, mask=mask_c & (t - 5 < L) & (t >= 5), other=0.0).to(tl.float32)
+            g0 = do
+            if SILU:
+                pre = bias + w3 * x0 + w2 * x1 + w1 * x2 + w0 * x3
+                sg = tl.sigmoid(pre)
+                g0 = do * sg * (1.0 + pre * (1.0 - sg))
+            own = (t < t0 + SEG) & (t < L)
+            g_own = tl.where(own, g0, 0.0)
+            dw3 += g_own * x0
+            dw2 += g_own * x1
+            dw1 += g_own * x2
+            dw0 += g_own * x3
+            db += g_own
+            dx = w3 * g0 + w2 * g1 + w1 * g2 + w0 * g3
+            tl.store(dx_p + t * sdx_l, dx.to(dx_ptr.dtype.element_ty), mask=mask_c & own)
+            g3, g2, g1 = g2, g1, g0
+            x0, x1, x2, x3 = x1, x2, x3, x4
+        part = (pid_b * n_segs + pid_s) * C + offs_c  # (BLOCK_C,) this program's row of the partial sums
+        tl.store(dwp_ptr + part * 4, dw0, mask=mask_c)
+        tl.store(dwp_ptr + part * 4 + 1, dw1, mask=mask_c)
+        tl.store(dwp_ptr + part * 4 + 2, dw2, mask=mask_c)
+        tl.store(dwp_ptr + part * 4 + 3, dw3, mask=mask_c)
+        if HAS_BIAS:
+            tl.store(dbp_ptr + part, db, mask=mask_c)
+
+
 _BLOCK_L, _BLOCK_C, _WARPS = 32, 64, 4
+#: The width-4 backward walk: rows per program (the 3 rows after them are walked again by the next program) and
+#: channels per program, one per thread.
+_SEG, _SEG_C, _SEG_WARPS = 64, 128, 4
 
 
 class CausalConv1dTritonFn(torch.autograd.Function):
@@ -107,14 +179,23 @@ class CausalConv1dTritonFn(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         B, C, L = x.shape
         W = weight.shape[1]
-        n_l = triton.cdiv(L, _BLOCK_L)
         dx = torch.empty_like(x)
-        dwp = torch.empty((B * n_l, C, W), device=x.device, dtype=torch.float32)  # per-program partial sums
-        dbp = torch.empty((B * n_l, C), device=x.device, dtype=torch.float32) if bias is not None else dwp
-        _conv_bwd_kernel[(B, n_l, triton.cdiv(C, _BLOCK_C))](
-            x, weight, bias if bias is not None else weight, dout, dx, dwp, dbp, C, L, n_l,
-            *x.stride(), *dout.stride(), *dx.stride(), *weight.stride(),
-            W=W, HAS_BIAS=bias is not None, SILU=ctx.silu, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C, num_warps=_WARPS)
+        args = (x, weight, bias if bias is not None else weight, dout, dx)
+        strides = (*x.stride(), *dout.stride(), *dx.stride(), *weight.stride())
+        if W == 4:  # the models' width: one walk back in time per program, each input read once
+            n_p = triton.cdiv(L, _SEG)
+            grid = (B, n_p, triton.cdiv(C, _SEG_C))
+        else:
+            n_p = triton.cdiv(L, _BLOCK_L)
+            grid = (B, n_p, triton.cdiv(C, _BLOCK_C))
+        dwp = torch.empty((B * n_p, C, W), device=x.device, dtype=torch.float32)  # per-program partial sums
+        dbp = torch.empty((B * n_p, C), device=x.device, dtype=torch.float32) if bias is not None else dwp
+        if W == 4:
+            _conv4_bwd_kernel[grid](*args, dwp, dbp, C, L, n_p, *strides, HAS_BIAS=bias is not None, SILU=ctx.silu,
+                                    SEG=_SEG, BLOCK_C=_SEG_C, num_warps=_SEG_WARPS)
+        else:
+            _conv_bwd_kernel[grid](*args, dwp, dbp, C, L, n_p, *strides, W=W, HAS_BIAS=bias is not None,
+                                   SILU=ctx.silu, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C, num_warps=_WARPS)
         return (dx, dwp.sum(0).to(weight.dtype), dbp.sum(0).to(bias.dtype) if bias is not None else None, None)
 
 

@@ -77,14 +77,18 @@ def test_bad_inputs_are_clear_errors():
 CHECK = r"""
 import torch
 from localmamba.ops import causal_conv1d_ref, causal_conv1d_triton
+import localmamba.ops.conv1d_triton as T
 torch.manual_seed(0)
 dev = "{device}"
 layouts = [lambda B, C, L: torch.randn(B, C, L), lambda B, C, L: torch.randn(B, L, C).transpose(1, 2),
            lambda B, C, L: torch.randn(L, B, C).permute(1, 2, 0)]
 worst = 0.0
-# C and L not multiples of the kernel's blocks; L shorter than the kernel; several row blocks
+# C and L not multiples of the kernel's blocks; L shorter than the kernel; several row blocks, and for
+# width 4 (its own backward walk) several segments of rows, the last one partial
+T._SEG = 16
 for (B, C, L, W), bias, act in [((2, 70, 37, 4), True, "silu"), ((1, 8, 3, 4), True, "silu"),
-                                ((2, 16, 40, 4), False, None), ((3, 12, 9, 3), True, None)]:
+                                ((2, 16, 40, 4), False, None), ((3, 12, 9, 3), True, None),
+                                ((2, 9, 16, 4), True, None), ((1, 5, 5, 2), False, "silu")]:
     for make in layouts:
         x = make(B, C, L).to(dev).requires_grad_(True)
         w = torch.randn(C, W, device=dev, requires_grad=True)
