@@ -15,7 +15,8 @@ mamba-ssm's; ``--backend cuda`` against ``--backend triton`` re-checks that rule
 adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model`; compiling is not timed);
 ``graph`` is ``stacked`` replayed from CUDA graphs (:mod:`localmamba.engine.cuda_graphs`: the inference forward, and
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
-op dispatch out of the step time.
+op dispatch out of the step time; ``checkpointed`` is ``stacked`` with
+``model.set_grad_checkpointing()`` (each block recomputed in the backward: training memory for compute).
 
 Run from the project's root (the package installed, or ``PYTHONPATH=.``); on a GPU machine
 ``bash benchmarks/gpu_suite.sh`` runs it with the rest. Figures: benchmarks/RESULTS.md, sections "Model
@@ -50,6 +51,7 @@ def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module
                 loop_forward(m)
             elif "forward" in m.__dict__:
                 del m.forward
+    model.set_grad_checkpointing(formulation == "checkpointed")
     return compile_model(model) if formulation == "compiled" else model
 
 
@@ -201,7 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled", "graph"])
+    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled", "graph", "checkpointed"])
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")

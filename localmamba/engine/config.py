@@ -100,6 +100,9 @@ class Config:
     cuda_graph: bool = _option(False, "capture the training forward and backward as CUDA graphs (one CUDA device, "
                                  "one process, not with --compile): removes the host's op-dispatch cost, which "
                                  "bounds small models on fast GPUs (localmamba.engine.cuda_graphs)")
+    grad_checkpointing: bool = _option(False, "recompute each block's activations in the backward (timm's "
+                                       "set_grad_checkpointing): a fraction of the training memory for about one "
+                                       "more forward of compute")
     ddp_find_unused: bool = _option(False, "DDP find_unused_parameters")
     # run
     output: Optional[str] = _option(None, "output folder (default runs/MODEL_DATASET)")

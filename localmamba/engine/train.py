@@ -279,6 +279,10 @@ def build_model(run: Run, model: Optional[nn.Module] = None) -> None:
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, run.num_classes, drop_path=cfg.drop_path, img_size=cfg.img_size,
                              **cfg.model_kwargs)
+    if cfg.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(f"--grad-checkpointing: {type(model).__name__} has no set_grad_checkpointing()")
+        model.set_grad_checkpointing(True)
     run.model = model.to(run.device)
 
 

@@ -5,6 +5,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg
 from timm.models._features import feature_take_indices
@@ -58,6 +59,16 @@ class Backbone(nn.Module):
     norm named by ``norm_attr``."""
 
     norm_attr: str
+    grad_checkpointing: bool = False
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: recompute each block's activations in the backward instead of keeping them. Training
+        memory drops to the blocks' inputs and one block's activations, for one more forward of compute."""
+        self.grad_checkpointing = enable
+        for m in self.modules():
+            if m is not self and hasattr(m, "grad_checkpointing"):
+                m.grad_checkpointing = enable
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -79,6 +90,14 @@ class Backbone(nn.Module):
         if prune_head:
             self.reset_classifier(0)
         return take
+
+
+def run_block(block: nn.Module, checkpointed: bool, *args, **kwargs):
+    """``block(*args, **kwargs)``, through :func:`torch.utils.checkpoint.checkpoint` when ``checkpointed`` and
+    autograd records (see :meth:`Backbone.set_grad_checkpointing`)."""
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 def compile_model(model: nn.Module, input_size: tuple[int, int, int] | None = None, **kwargs) -> nn.Module:

@@ -23,7 +23,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import ConvStem, MambaBlock, MultiDirectionMamba, VisionRope
 from ..layers.rope import resize_grid_embedding
-from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights, run_block
 from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VIM_CIFAR_DIRECTIONS, LOCAL_VIM_DIRECTIONS,
                          LOCAL_VIM_SMALL_DIRECTIONS, VIM_DIRECTIONS, Directions, resolve_directions)
 
@@ -145,7 +145,8 @@ class LocalVim(Backbone):
         rope = self.rope.tables(grid) if self.rope is not None else None
         hidden, residual, taken = x, None, {}
         for i, layer in enumerate(self.layers[:stop]):
-            hidden, residual = layer(hidden, residual, grid, cls_position=cls_pos, backend=self.backend, rope=rope)
+            hidden, residual = run_block(layer, self.grad_checkpointing, hidden, residual, grid, cls_position=cls_pos,
+                                         backend=self.backend, rope=rope)
             if take is not None and i in take:
                 taken[i] = residual + hidden.float()
         return hidden, residual, taken

@@ -19,7 +19,7 @@ from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import PatchMerging
 
 from ..layers import SS2D, VSSBlock
-from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights
+from ._common import CIFAR10, RELEASE_URL, SMALL_INPUT, Backbone, build, cfg, init_vit_weights, run_block
 from .directions import (CANDIDATES, CIFAR_CANDIDATES, LOCAL_VSSM_CIFAR_DIRECTIONS, LOCAL_VSSM_SMALL_DIRECTIONS,
                          LOCAL_VSSM_TINY_DIRECTIONS, VMAMBA_DIRECTIONS, Directions, resolve_directions)
 
@@ -27,6 +27,8 @@ __all__ = ["LocalVMamba", "checkpoint_filter_fn"]
 
 
 class Stage(nn.Module):
+    grad_checkpointing: bool = False  # set by LocalVMamba.set_grad_checkpointing
+
     def __init__(self, blocks: list[VSSBlock], downsample: nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
@@ -35,7 +37,7 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
         """-> (stage output before downsampling, input of the next stage)."""
         for block in self.blocks:
-            x = block(x, backend=backend)
+            x = run_block(block, self.grad_checkpointing, x, backend=backend)
         return x, self.downsample(x)
 
 

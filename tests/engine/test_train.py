@@ -252,3 +252,19 @@ def test_hooks_add_fields_to_metrics_and_a_caller_built_model_is_trained(tmp_pat
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
     saved = state(Path(summary["output"]) / "last.pth")["model"]
     assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+
+
+def test_grad_checkpointing_trains_to_the_same_weights(tmp_path):
+    """--grad-checkpointing changes memory, not the result; a model without the switch is a clear error."""
+    kw = dict(model="test_local_vim", epochs=1, drop_path=0.1)
+    T.train(tiny(tmp_path, "plain", **kw))
+    T.train(tiny(tmp_path, "ckpt", grad_checkpointing=True, **kw))
+    a, b = state(tmp_path / "plain" / "last.pth")["model"], state(tmp_path / "ckpt" / "last.pth")["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], msg=k)
+
+    class Plain(nn.Module):
+        def forward(self, x):
+            return x
+    with pytest.raises(T.ConfigError, match="set_grad_checkpointing"):
+        T.train(tiny(tmp_path, "bad", grad_checkpointing=True), model=Plain())

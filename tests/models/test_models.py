@@ -145,6 +145,29 @@ def test_backends_agree_and_all_parameters_get_gradients(name):
         torch.testing.assert_close(outs["torch"][1][n], g, rtol=1e-3, atol=1e-5, msg=n)
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_grad_checkpointing_gives_the_same_gradients_with_fewer_saved_activations(name):
+    """timm's set_grad_checkpointing: the same outputs and gradients (drop path included: the recompute replays its
+    random draws), while autograd keeps fewer bytes of activations."""
+    model = timm.create_model(name, drop_path_rate=0.2).train()
+    x = torch.randn(2, 3, 32, 32)
+    results = {}
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                      lambda t: t):
+            torch.manual_seed(0)
+            out = model(x)
+        out.square().mean().backward()
+        results[enable] = out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(saved)
+    torch.testing.assert_close(results[True][0], results[False][0])
+    for n, g in results[False][1].items():
+        torch.testing.assert_close(results[True][1][n], g, msg=n)
+    assert results[True][2] < results[False][2] / 2, (results[True][2], results[False][2])
+
+
 def test_search_supernet_weights():
     model = timm.create_model("local_vim_tiny_search", embed_dim=32, depth=2, img_size=32, patch_size=8)
     probs = model.layers[0].mixer.merge.probabilities()
