@@ -2,6 +2,7 @@
 
     python benchmarks/profile_models.py --device cuda --model local_vim_tiny --batch-size 128 --mode train
     python benchmarks/profile_models.py --device cpu --model local_vim_tiny --batch-size 2 --mode infer
+    python benchmarks/profile_models.py --device cuda --model local_vssm_tiny --mode infer-bf16
 
 Prints torch.profiler's table sorted by device time (CUDA) or CPU time, after warm-up steps; the first
 question to answer before making a model faster (on the H200 the selective scan dominated).
@@ -41,7 +42,7 @@ def main() -> None:
     ap.add_argument("--model", default="local_vim_tiny")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
     ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--mode", choices=["train", "infer"], default="infer")
+    ap.add_argument("--mode", choices=["train", "infer", "infer-bf16"], default="infer")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--rows", type=int, default=25)
     args = ap.parse_args()
@@ -54,8 +55,9 @@ def main() -> None:
     train_step, _ = make_train_step(model, x, y, autocast=cuda)
 
     def step():
-        if args.mode == "infer":
-            with torch.no_grad():
+        if args.mode.startswith("infer"):
+            bf16 = args.mode == "infer-bf16"
+            with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
                 model.eval()(x)
             return
         model.train()
