@@ -16,7 +16,7 @@ registers, b*d/BLOCK_D independent programs fill the GPU, and the sequence is wa
   the scratch that long sequences need.
 
 :func:`use_chunked` picks one per direction, from measurements: the step kernels, except for the
-backward of long sequences with wide states (whose every state would not fit). Backward: the forward recurrence is
+backward of long sequences. Backward: the forward recurrence is
 recomputed into a scratch buffer (every state for the step kernel; the state before each chunk for the
 chunked one), then the adjoint recurrence runs backwards in time (the chunked one: a reverse
 associative scan per chunk, dh_t = C_t dy_t + a_{t+1} dh_{t+1}, with a_t h_{t-1} taken as h_t - x_t).
@@ -462,7 +462,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         if B4.shape[1] != C4.shape[1]:
             raise ValueError("the triton backend needs B and C with the same number of groups")
         out = torch.empty_like(u, dtype=out_dtype)  # (b, d, l) in u's layout: time-major u gives a time-major output
-        if use_chunked(l, backward=False, n=A.shape[1]):
+        if use_chunked(l, backward=False):
             _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out, None, FWD_CHUNKED)
         else:
             _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out)
@@ -479,7 +479,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         # The backward keeps states of a batch slice in an fp32 scratch, (bs, l, d, n) for the step kernel
         # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
         # into slices of equal size (a small last slice would leave most of the GPU idle)
-        chunked = use_chunked(l, backward=True, n=n)
+        chunked = use_chunked(l, backward=True)
         per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
         n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
         bs = triton.cdiv(b, n_slices)
@@ -523,20 +523,20 @@ FWD_CHUNKED = ChunkConfig(4, 32, 2)
 BWD_CHUNKED = ChunkConfig(4, 16, 1)
 
 
-def use_chunked(l: int, backward: bool, n: int = 16) -> bool:
-    """Which kernel runs a sequence of l steps with state size n: chunked (True) or step by step (False).
+def use_chunked(l: int, backward: bool) -> bool:
+    """Which kernel runs a sequence of l steps: chunked (True) or step by step (False).
 
     Measured on an H200 at the models' own scan inputs, batch 128 at 224. The step kernels win every
     forward (LocalVMamba-T stage 1, 3136 steps: 4.7 ms against 5.4 for the best chunked setting) and
-    every backward they can hold the states of: LocalVim-T (l 197, n 16) 1.05 + 1.45 ms against 0.97 + 4.06
-    for states pass and backward; LocalVMamba-T (n 1) with bf16 inputs, forward and backward, 8.9 ms against
-    11.5 at stage 1 (l 3136) and 4.4 against 5.4 at stage 2 (l 784). But the step backward stores every
-    state, (b, l, d, n): with n 16 at 3136 and 784 steps, 20 and 10 GiB a layer in fp32, which then run in
-    batch slices that leave the GPU half idle, where the chunked backward stores one state in 4 (whole
-    training steps of such a model: 364 img/s with the chunked backward, 359 with the step kernels and a
-    20 GiB scratch, 310 sliced at 8 GiB). So the backward is chunked where l * n reaches 512 * 16.
+    the backward of short sequences (LocalVim-T: 1.05 + 1.45 ms against 0.97 + 4.06 for states pass and
+    backward). But the step backward stores every state, (b, l, d, n): 20 and 10 GiB a layer in fp32 at
+    LocalVMamba-T's 3136- and 784-step stages, which then run in batch slices that leave the GPU half
+    idle, where the chunked backward stores one state in 4. Whole LocalVMamba-T training steps, the
+    policies one after another in one process: 364 img/s with this rule, 359 with the step kernels
+    everywhere and no slicing (20 GiB scratch), 310 sliced at 8 GiB, 333 with the earlier rule (chunked
+    for every fp32 scan, 4-warp step kernels).
     """
-    return backward and l * n >= 512 * 16
+    return backward and l >= 512
 
 
 def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
