@@ -476,7 +476,7 @@ class SelectiveScanTritonFn(torch.autograd.Function):
         softplus, B3, C3 = ctx.meta
         b, d, l = u.shape
         n = A.shape[1]
-        # The backward keeps states of a batch slice in an fp32 scratch, (bs, l, d, n) for the step kernel
+        # The backward keeps states of a batch slice in a scratch (_scratch_dtype), (bs, l, d, n) for the step kernel
         # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
         # into slices of equal size (a small last slice would leave most of the GPU idle)
         chunked = use_chunked(l, backward=True)
