@@ -28,7 +28,7 @@ gradients of u, delta and z are time-major.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -453,48 +453,66 @@ def _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, state
     )
 
 
+def _groups(B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B and C as (b, g, n, l) views (g = 1 for the (b, n, l) form)."""
+    B4 = B if B.dim() == 4 else B.unsqueeze(1)  # (b, g, n, l)
+    C4 = C if C.dim() == 4 else C.unsqueeze(1)
+    if B4.shape[1] != C4.shape[1]:
+        raise ValueError("the triton backend needs B and C with the same number of groups")
+    return B4, C4
+
+
+def _scan_forward(u, delta, A, B, C, D, z, delta_bias, softplus: bool, out_dtype) -> torch.Tensor:
+    """The forward kernel's output, (b, d, l) in u's layout (time-major u gives a time-major output)."""
+    B4, C4 = _groups(B, C)
+    out = torch.empty_like(u, dtype=out_dtype)  # (b, d, l)
+    if use_chunked(u.shape[2], backward=False):
+        _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, None, FWD_CHUNKED)
+    else:
+        _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out)
+    return out
+
+
+def _scan_backward(u, delta, A, B, C, D, z, delta_bias, softplus: bool, dout) -> tuple:
+    """Gradients of u, delta, A, B, C, D, z, delta_bias (None for an absent input), in the inputs' dtypes and
+    B's and C's shapes; u's, delta's and z's time-major (see :func:`_gradient_layouts`)."""
+    B4, C4 = _groups(B, C)
+    b, d, l = u.shape
+    n = A.shape[1]
+    # The backward keeps states of a batch slice in a scratch (_scratch_dtype), (bs, l, d, n) for the step kernel
+    # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
+    # into slices of equal size (a small last slice would leave most of the GPU idle)
+    chunked = use_chunked(l, backward=True)
+    per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
+    n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
+    bs = triton.cdiv(b, n_slices)
+    slice_grads = _backward_slice_chunked if chunked else _backward_slice_step
+    parts = [slice_grads(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
+                         None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
+             for i in range(0, b, bs)]
+    du, ddelta, dA, dB, dC, dD, dz, dbias = parts[0] if len(parts) == 1 else (
+        None if p[0] is None else (torch.cat(p) if k in (0, 1, 3, 4, 6) else sum(p))
+        for k, p in enumerate(zip(*parts)))  # slices: per-image grads joined, shared ones summed
+    dB = dB.squeeze(1) if B.dim() == 3 else dB
+    dC = dC.squeeze(1) if C.dim() == 3 else dC
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
+            dbias.to(delta_bias.dtype) if delta_bias is not None else None)
+
+
 class SelectiveScanTritonFn(torch.autograd.Function):
+    """The eager path: the kernels called directly (a custom op's dispatch costs the host time that bounds small
+    models; under torch.compile the same two functions run as the custom ops below)."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype=None):
-        l = u.shape[2]
-        B4 = B if B.dim() == 4 else B.unsqueeze(1)  # (b, g, n, l)
-        C4 = C if C.dim() == 4 else C.unsqueeze(1)
-        if B4.shape[1] != C4.shape[1]:
-            raise ValueError("the triton backend needs B and C with the same number of groups")
-        out = torch.empty_like(u, dtype=out_dtype)  # (b, d, l) in u's layout: time-major u gives a time-major output
-        if use_chunked(l, backward=False):
-            _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out, None, FWD_CHUNKED)
-        else:
-            _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, out)
-        ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias)
-        ctx.meta = (delta_softplus, B.dim() == 3, C.dim() == 3)
-        return out
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.softplus = delta_softplus
+        return _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        u, delta, A, B4, C4, D, z, delta_bias = ctx.saved_tensors
-        softplus, B3, C3 = ctx.meta
-        b, d, l = u.shape
-        n = A.shape[1]
-        # The backward keeps states of a batch slice in a scratch (_scratch_dtype), (bs, l, d, n) for the step kernel
-        # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
-        # into slices of equal size (a small last slice would leave most of the GPU idle)
-        chunked = use_chunked(l, backward=True)
-        per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
-        n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
-        bs = triton.cdiv(b, n_slices)
-        slice_grads = _backward_slice_chunked if chunked else _backward_slice_step
-        parts = [slice_grads(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
-                             None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
-                 for i in range(0, b, bs)]
-        du, ddelta, dA, dB, dC, dD, dz, dbias = parts[0] if len(parts) == 1 else (
-            None if p[0] is None else (torch.cat(p) if k in (0, 1, 3, 4, 6) else sum(p))
-            for k, p in enumerate(zip(*parts)))  # slices: per-image grads joined, shared ones summed
-        dB = dB.squeeze(1) if B3 else dB
-        dC = dC.squeeze(1) if C3 else dC
-        return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B4.dtype), dC.to(C4.dtype),
-                dD.to(D.dtype) if D is not None else None, dz.to(z.dtype) if z is not None else None,
-                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
+        return (*_scan_backward(*ctx.saved_tensors, ctx.softplus, dout), None, None)
 
 
 #: Cap of the backward's fp32 state scratch, in elements (8 GiB). At batch 128 a LocalVim-T layer needs
@@ -641,9 +659,80 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     return _finish_grads(*grads, g)
 
 
+def _gradient_layouts(u, delta, A, B, C, D, z, delta_bias) -> list[torch.Tensor]:
+    """Empty tensors on the meta device with the shapes, dtypes and strides of :func:`_scan_backward`'s gradients
+    of the inputs present: the custom op's fake kernel, and the layout its real kernel promises the compiler."""
+    b, d, l = u.shape
+
+    def meta(*shape, dtype):
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    def of_bn(X):  # dB, dC: (b, g, l, n) storage as (b, g, n, l), squeezed like X
+        Y = meta(b, 1 if X.dim() == 3 else X.shape[1], l, X.shape[-2], dtype=X.dtype).transpose(-1, -2)
+        return Y.squeeze(1) if X.dim() == 3 else Y
+    grads = [meta(b, l, d, dtype=u.dtype).transpose(1, 2), meta(b, l, d, dtype=delta.dtype).transpose(1, 2),
+             meta(*A.shape, dtype=A.dtype), of_bn(B), of_bn(C)]
+    grads += [meta(*D.shape, dtype=D.dtype)] if D is not None else []
+    grads += [meta(b, l, d, dtype=z.dtype).transpose(1, 2)] if z is not None else []
+    grads += [meta(*delta_bias.shape, dtype=delta_bias.dtype)] if delta_bias is not None else []
+    return grads
+
+
+# Under torch.compile the scan is two opaque custom ops with fake kernels and an autograd formula: the graph
+# holds them as calls, and neither dynamo nor AOTAutograd traces the Python around the kernel launches (in
+# training, tracing SelectiveScanTritonFn failed inside inductor: "Unexpected fake buffer").
+@torch.library.custom_op("localmamba::selective_scan_triton", mutates_args=())
+def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+             delta_softplus: bool, out_dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype)
+
+
+@_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype):
+    _groups(B, C)
+    return torch.empty_like(u, dtype=out_dtype)
+
+
+@torch.library.custom_op("localmamba::selective_scan_triton_backward", mutates_args=())
+def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                      D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                      delta_softplus: bool, dout: torch.Tensor) -> list[torch.Tensor]:
+    """The gradients of the inputs present, in :func:`_gradient_layouts`' layouts (a rare batch-sliced result in
+    another layout is copied into them)."""
+    grads = [g for g in _scan_backward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout) if g is not None]
+    want = _gradient_layouts(u, delta, A, B, C, D, z, delta_bias)
+    return [g if g.stride() == w.stride() else torch.empty_strided(w.shape, w.stride(), dtype=w.dtype,
+                                                                   device=g.device).copy_(g)
+            for g, w in zip(grads, want)]
+
+
+@_scan_backward_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dout):
+    return [torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device=u.device)
+            for w in _gradient_layouts(u, delta, A, B, C, D, z, delta_bias)]
+
+
+def _scan_op_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, _ = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    ctx.softplus = delta_softplus
+
+
+def _scan_op_backward(ctx, dout):
+    saved = ctx.saved_tensors
+    grads = iter(_scan_backward_op(*saved, ctx.softplus, dout))
+    return (*(None if x is None else next(grads) for x in saved), None, None)
+
+
+_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
+
+
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, out_dtype=None):
     """Triton backend (CUDA tensors); same signature and semantics as :func:`selective_scan_ref`, and
     ``out_dtype`` (default u's) written directly by the kernels."""
     if triton is None:
         raise RuntimeError(f"backend='triton' needs triton: {TRITON_INSTALL_HINT}")
+    if torch.compiler.is_compiling():
+        return _scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), out_dtype)
     return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out_dtype)

@@ -97,3 +97,44 @@ def test_triton_kernel_16bit_inputs_in_interpreter(triton_interpreted):
 @pytest.mark.cuda
 def test_triton_kernel_16bit_inputs_on_gpu(triton_on_gpu):
     triton_on_gpu(CHECK_16BIT)
+
+
+CHECK_COMPILE = r"""
+import torch
+from localmamba.ops import selective_scan
+import localmamba.ops.scan_triton as T
+torch.manual_seed(2)
+dev = "{device}"
+# under torch.compile the scan is a custom op: its fake kernels must give the real outputs' shapes, dtypes and
+# strides (opcheck), and a compiled forward and backward (inductor, one graph) the eager results
+b, d, l, n, g = 2, 8, 12, 4, 2
+for dtype, out_dtype, groups in [(torch.float32, None, True), (torch.bfloat16, torch.float32, False)]:
+    Bs = (b, g, n, l) if groups else (b, n, l)
+    x = dict(u=torch.randn(b, l, d, dtype=dtype).transpose(1, 2), delta=torch.randn(b, l, d, dtype=dtype).transpose(1, 2),
+             A=-torch.rand(d, n) - 0.1, B=torch.randn(*Bs, dtype=dtype), C=torch.randn(*Bs, dtype=dtype),
+             D=torch.randn(d), z=torch.randn(b, d, l, dtype=dtype) if groups else None, delta_bias=torch.randn(d) * 0.3)
+    x = {{k: v.to(dev).requires_grad_(True) for k, v in x.items() if v is not None}}
+    x.setdefault("z", None)
+    torch.library.opcheck(T._scan_op, (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+                                       True, out_dtype))
+
+    def f(u, delta, A, B, C, D, z, delta_bias):
+        y = selective_scan(u, delta * 0.5, A, B, C, D, z, delta_bias, True, backend="triton", out_dtype=out_dtype)
+        return (y.float().square() * 0.5 + y.float()).sum()
+    leaves = [v for v in x.values() if v is not None]
+    out = torch.compile(f, fullgraph=True)(**x)
+    ref = f(**x)
+    torch.testing.assert_close(out, ref)
+    for a, r in zip(torch.autograd.grad(out, leaves), torch.autograd.grad(ref, leaves)):
+        assert a.dtype == r.dtype and a.shape == r.shape
+        torch.testing.assert_close(a, r)
+"""
+
+
+def test_triton_scan_compiles_as_a_custom_op_in_interpreter(triton_interpreted):
+    triton_interpreted(CHECK_COMPILE)
+
+
+@pytest.mark.cuda
+def test_triton_scan_compiles_as_a_custom_op_on_gpu(triton_on_gpu):
+    triton_on_gpu(CHECK_COMPILE)
