@@ -1,7 +1,8 @@
 """The C kernels of the "cpu" backend: built once, loaded with ctypes, run on torch's threads.
 
-One shared library holds every CPU kernel (``scan_cpu.c``: the selective scan), with the vector helpers of
-``cpu_vec.h`` and the threading of ``cpu_team.c``; :mod:`.scan_cpu` calls into it through :func:`run`.
+One shared library holds every CPU kernel (``scan_cpu.c``: the selective scan; ``conv1d_cpu.c``: the causal
+conv), with the vector helpers of ``cpu_vec.h`` and the threading of ``cpu_team.c``; :mod:`.scan_cpu` and
+:mod:`.conv1d_cpu` call into it through :func:`run`.
 
 - Sources next to this file, plain C (no torch headers), compiled on first use with the system C compiler
   (``$CC``, else ``cc``, else ``gcc``) at ``-O3 -march=native`` and loaded with ctypes. The ``.so`` is cached
@@ -37,13 +38,13 @@ __all__ = ["cpu_kernel_available", "cpu_kernel_error", "check_runnable", "CPU_KE
            "run", "load"]
 
 _HERE = Path(__file__).parent
-SOURCES = tuple(_HERE / name for name in ("scan_cpu.c", "cpu_team.c"))
+SOURCES = tuple(_HERE / name for name in ("scan_cpu.c", "conv1d_cpu.c", "cpu_team.c"))
 HEADERS = (_HERE / "cpu_vec.h",)
 #: No -ffast-math: GCC < 13 links crtfastmath.o into a -ffast-math shared library, and loading it sets
 #: flush-to-zero for the whole process (torch's denormals included). The kernels' math needs none of it.
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
 #: Task functions, each ``int fn(const void *args, int64_t task0, int64_t task1)``
-ENTRY_POINTS = ("ss_forward", "ss_backward")
+ENTRY_POINTS = ("ss_forward", "ss_backward", "cc_forward", "cc_backward")
 CPU_KERNEL_INSTALL_HINT = ("install a C compiler (Debian/Ubuntu: apt install gcc; Fedora: dnf install gcc; "
                            "conda: conda install c-compiler; macOS: xcode-select --install), or set $CC")
 VL = 8  # channels per vector in the kernels (cpu_vec.h)
@@ -172,7 +173,7 @@ def check_runnable(tensors) -> None:
 
 
 register_backend("cpu", lambda: cpu_kernel_error(), CPU_KERNEL_INSTALL_HINT,
-                 what="the selective scan's C kernel",
+                 what="the C kernels (selective scan, causal conv)",
                  traceable=False,  # torch.jit would not see the kernels' writes
                  quiet=lambda reason: "LOCALMAMBA_CPU_KERNEL" in reason)  # turned off on purpose
 
