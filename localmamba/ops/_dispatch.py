@@ -5,19 +5,19 @@ The vocabulary, shared by all ops (a layer passes one ``backend`` string to ever
     "auto"    per device, the first available backend of the op's preference list (below)
     "ref"     the plain-PyTorch oracle of every op
     "torch"   pure-PyTorch fast paths (scan: chunked recurrence; conv: shifted adds on contiguous taps)
-    "cpu"     the selective scan's C kernel (CPU tensors)
+    "cpu"     this package's C kernels (scan and conv; CPU tensors, built on first use by a C compiler)
     "cuda"    mamba-ssm's selective scan (CUDA tensors)
     "triton"  this package's Triton kernels (scan, conv and merge; CUDA tensors)
 
 An op without an implementation under a valid name runs its own "auto" choice for the tensors' device, so
-``backend="cuda"`` means mamba-ssm's scan with the Triton conv and merge, and ``backend="cpu"`` the C scan with
-the torch conv and the reference merge; except "torch", which always means plain PyTorch: an op without a torch
+``backend="cuda"`` means mamba-ssm's scan with the Triton conv and merge, and ``backend="cpu"`` the C scan and
+conv with the reference merge; except "torch", which always means plain PyTorch: an op without a torch
 path runs its reference (the merge). An unknown name raises ValueError listing the names. The "auto"
 preference lists (first available wins; a fallback from the first choice warns once per backend and device)::
 
     op                CUDA tensors              CPU tensors      other devices (meta, mps, ...)
     selective_scan    triton, cuda, torch       cpu, torch       torch
-    causal_conv1d     triton, torch             torch            torch
+    causal_conv1d     triton, torch             cpu, torch       torch
     channel_merge     triton, ref               ref              ref
 
 Triton comes first on CUDA because it is the fastest path for the models (one H200, batch 128, fp32

@@ -13,12 +13,17 @@ Per batch element and channel ``c``, kernel width ``W`` (the signature of the ca
   (the reference's taps are columns of the (dim, W) weight, strided by W, which in the channels-innermost
   layouts keeps the multiply-adds from vectorising). Any device. A LocalVim-T layer at batch 2 on the
   2-core CPU, (L, B, C) storage: 0.70 ms against the reference's 1.21 (medians, 2 threads).
+- ``"cpu"``: :func:`causal_conv1d_cpu`, a C kernel for fp32 CPU tensors, forward and backward (``conv1d_cpu.py``,
+  ``conv1d_cpu.c``, built on first use with the system C compiler as the selective scan's): one pass over x per
+  direction, the last W steps in registers, the SiLU and the weight and bias gradients fused. Other dtypes
+  and widths above 8 run "torch".
 - ``"triton"``: one kernel forward, one backward (CUDA; ``conv1d_triton.py``). The reference spends on a GPU ~2.7 ms a LocalVim-T
   layer of a training step at batch 128 (H200): the in-place shifted adds on views make autograd copy the
   gradient once per tap, and every tap, its weight gradient and the SiLU are a pass over the activations.
   The kernels read x once (a tile and its W-1 rows of history from cache) and accumulate in fp32.
-- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, else ``"torch"``; the names without a conv of
-  their own ("cpu", "cuda") take that choice too (:mod:`localmamba.ops._dispatch`).
+- ``"auto"``: ``"triton"`` for CUDA tensors when triton imports, ``"cpu"`` for CPU tensors when a C compiler
+  built the kernel, else ``"torch"``; "cuda", which has no conv of its own, takes that choice too
+  (:mod:`localmamba.ops._dispatch`).
 """
 from __future__ import annotations
 
@@ -27,10 +32,11 @@ import torch.nn.functional as F
 
 from ._checks import ACTIVATIONS, check_conv_inputs
 from ._dispatch import Op
+from .conv1d_cpu import causal_conv1d_cpu_checked
 from .conv1d_triton import causal_conv1d_triton
 
-__all__ = ["causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_triton", "CONV1D",
-           "ACTIVATIONS"]
+__all__ = ["causal_conv1d", "causal_conv1d_ref", "causal_conv1d_torch", "causal_conv1d_cpu", "causal_conv1d_triton",
+           "CONV1D", "ACTIVATIONS"]
 
 
 def _shifted_adds(x: torch.Tensor, taps, bias: torch.Tensor | None, activation: str | None) -> torch.Tensor:
@@ -62,9 +68,17 @@ def causal_conv1d_torch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return _shifted_adds(x, taps, bias, activation)
 
 
-CONV1D = Op("causal_conv1d", impls={"ref": causal_conv1d_ref, "torch": causal_conv1d_torch,
+def causal_conv1d_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                      activation: str | None = None) -> torch.Tensor:
+    """The C kernel (fp32 CPU tensors; ``conv1d_cpu.py``), output in x's layout; other dtypes and widths above 8
+    run :func:`causal_conv1d_torch`. Raises RuntimeError naming what to install when it cannot be built."""
+    check_conv_inputs(x, weight, bias, activation)
+    return causal_conv1d_cpu_checked(x, weight, bias, activation, fallback=causal_conv1d_torch)
+
+
+CONV1D = Op("causal_conv1d", impls={"ref": causal_conv1d_ref, "torch": causal_conv1d_torch, "cpu": causal_conv1d_cpu,
                                     "triton": causal_conv1d_triton},
-            auto={"cuda": ("triton", "torch"), None: ("torch",)})
+            auto={"cuda": ("triton", "torch"), "cpu": ("cpu", "torch"), None: ("torch",)})
 
 
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

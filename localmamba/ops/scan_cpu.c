@@ -1,11 +1,13 @@
 /* Fused selective scan on CPU, forward and backward (the S6 recurrence of selective_scan.py).
 
-   Built and loaded by selective_scan_cpu.py (cc -O3 -march=native, ctypes); no Python or torch headers.
-   Plain C with GCC/Clang vector extensions: a vector holds VL = 8 consecutive channels of one group (one
-   AVX2 register), so each step is elementwise over channels with B_t[n] and C_t[n] broadcast, and the
-   forward needs no horizontal sum. exp, log1p and sigmoid are inlined polynomials (Cephes), vectorised.
+   Built and loaded by _cpu_kernels.py with the other CPU kernels (cc -O3 -march=native, ctypes); no Python
+   or torch headers. Plain C with GCC/Clang vector extensions (cpu_vec.h): a vector holds VL = 8 consecutive
+   channels of one group (one AVX2 register), so each step is elementwise over channels with B_t[n] and C_t[n]
+   broadcast, and the forward needs no horizontal sum. exp, log1p and sigmoid are inlined polynomials
+   (Cephes), vectorised.
 
-   Work is cut into tasks that the caller hands out to threads as index ranges [task0, task1):
+   Work is cut into tasks that the caller hands out to threads as index ranges [task0, task1) (lm_parallel,
+   cpu_team.c):
    - forward: one task per (batch, block of VL channels);
    - backward: one task per (batch, group, split of the group's blocks). A task recomputes the states of
      its blocks into per-thread scratch, walks the adjoint recurrence backwards, and writes dB and dC of
@@ -13,18 +15,9 @@
      caller adds up. No two tasks write the same memory.
    Every tensor comes as a pointer and element strides, so any layout works; channels at stride 1 (the
    layers' time-major (l, b, d) storage) load as whole vectors, others lane by lane. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
+#include "cpu_vec.h"
 
-#define VL 8
-typedef float vf __attribute__((vector_size(VL * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VL * sizeof(float))));
-
-/* Mirrored by ctypes in selective_scan_cpu.py: keep the field order. Strides are in elements, in the
+/* Mirrored by ctypes in scan_cpu.py: keep the field order. Strides are in elements, in the
    order of the tensor's dimensions: (batch, channel, step) for u, delta, z, out and their gradients. */
 typedef struct {
     int64_t b, d, l, n, gB, gC, G, S, softplus;
@@ -46,65 +39,7 @@ typedef struct {
     float *dB, *dC;                     /* (S, l, b, G, n) contiguous: per split of a group */
 } ss_args;
 
-/* ---------------------------------------------------------------------------------------- vector math */
-static inline vf bc(float x) { return (vf){0} + x; }
-static inline vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
-/* min(x, hi) and max(x, lo), NaN staying NaN (one instruction each with AVX, which returns its second
-   operand when one is NaN) */
-#if defined(__AVX__)
-static inline vf vmin(vf x, float hi) { return (vf)_mm256_min_ps(_mm256_set1_ps(hi), (__m256)x); }
-static inline vf vmax(vf x, float lo) { return (vf)_mm256_max_ps(_mm256_set1_ps(lo), (__m256)x); }
-#else
-static inline vf vmin(vf x, float hi) { return sel(x > hi, bc(hi), x); }
-static inline vf vmax(vf x, float lo) { return sel(x < lo, bc(lo), x); }
-#endif
-
-static inline vf ld(const float *p, int64_t s, int nv)
-{
-    vf v = {0};
-    if (s == 1 && nv == VL) {
-        memcpy(&v, p, sizeof v);
-    } else {
-        for (int j = 0; j < nv; j++) v[j] = p[j * s];
-    }
-    return v;
-}
-
-static inline void st(float *p, int64_t s, int nv, vf v)
-{
-    if (s == 1 && nv == VL) {
-        memcpy(p, &v, sizeof v);
-    } else {
-        for (int j = 0; j < nv; j++) p[j * s] = v[j];
-    }
-}
-
-static inline float hsum(vf v)
-{
-    float s = 0.0f;
-    for (int j = 0; j < VL; j++) s += v[j];
-    return s;
-}
-
-/* exp(x) for x clamped to [-87, 88]: exp(-87) = 1.6e-38 stands for the smaller values (a state decayed to
-   nothing either way), exp(88) for overflow; NaN stays NaN. Cephes' range reduction, then a degree-5
-   polynomial (near-minimax, fitted on [-ln2/2, ln2/2]): relative error 1.6e-7 evaluated in fp32, where
-   Cephes' degree 7 gave 1e-7; LocalVim-T's scan forward 4.2 ms against 4.5. */
-static inline vf vexp(vf x)
-{
-    x = vmax(vmin(x, 88.0f), -87.0f);
-    vf k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round(x / ln 2) */
-    vf r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    vf p = 8.31253e-3f * r + 4.189013e-2f;
-    p = p * r + 1.6667114e-1f;
-    p = p * r + 4.999923e-1f;
-    p = p * (r * r) + r + 1.0f;
-    vi ki = __builtin_convertvector(k, vi);
-    vf scale = (vf)((ki + 127) << 23);
-    return p * scale;
-}
-
+/* ------------------------------------------------------------------------------------ vector math */
 /* log(1 + e) for e in [0, 1]: Cephes logf of w = 1 + e, times e / (w - 1), which cancels the rounding
    of 1 + e (Goldberg's log1p); e where w rounds to 1. */
 static inline vf vlog1p01(vf e)
@@ -137,7 +72,6 @@ static inline vf vsoftplus(vf x)
     return sel(x > 0.0f, x, bc(0.0f)) + vlog1p01(vexp(-ax));
 }
 
-static inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
 /* ------------------------------------------------------------------------------------- shared parts */
 /* One block: nv <= VL channels from c0 of batch element bi, all in one group of B and one of C. */
@@ -189,8 +123,9 @@ static void *scratch(size_t nvec)
 }
 
 /* ------------------------------------------------------------------------------------------ forward */
-int ss_forward(const ss_args *a, int64_t task0, int64_t task1)
+int ss_forward(const void *args, int64_t task0, int64_t task1)
 {
+    const ss_args *a = args;
     const int64_t n = a->n, l = a->l, dG = a->d / a->G, nblk = (dG + VL - 1) / VL;
     vf *h = scratch(2 * n + 2 * l), *Av = h + n, *dt = Av + n, *dtu = dt + l;
     if (!h) return 1;
@@ -302,8 +237,9 @@ static void bwd_adjoint(const ss_args *a, const block *k, bwd_scratch *w, float 
     }
 }
 
-int ss_backward(const ss_args *a, int64_t task0, int64_t task1)
+int ss_backward(const void *args, int64_t task0, int64_t task1)
 {
+    const ss_args *a = args;
     const int64_t n = a->n, l = a->l, G = a->G, S = a->S, dG = a->d / G, nblk = (dG + VL - 1) / VL;
     bwd_scratch w;
     vf *mem = scratch(5 * n + 4 * l * n + 4 * l);
@@ -335,40 +271,4 @@ int ss_backward(const ss_args *a, int64_t task0, int64_t task1)
     }
     free(mem);
     return 0;
-}
-
-/* ---------------------------------------------------------------------------------------- threading */
-/* Runs the tasks on the OpenMP team of the runtime torch uses, through its GOMP_parallel entry point (the
-   caller finds it in torch's libraries; libgomp, LLVM's libomp and Intel's libiomp5 all export it). The
-   same team as torch's own ops: its threads are awake, where threads of our own would share the cores with
-   OpenMP workers that spin after every torch op. Ranges are claimed with an atomic counter, so a smaller
-   team than asked for still runs them all. */
-typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
-
-typedef struct {
-    const ss_args *a;
-    int (*fn)(const ss_args *, int64_t, int64_t);
-    int64_t tasks, ranges, next;
-    int rc;
-} team_work;
-
-static void team_worker(void *p)
-{
-    team_work *w = p;
-    for (;;) {
-        int64_t i = __atomic_fetch_add(&w->next, 1, __ATOMIC_RELAXED);
-        if (i >= w->ranges) break;
-        if (w->fn(w->a, w->tasks * i / w->ranges, w->tasks * (i + 1) / w->ranges))
-            __atomic_store_n(&w->rc, 1, __ATOMIC_RELAXED);
-    }
-}
-
-int ss_parallel(int64_t backward, const ss_args *a, int64_t tasks, int64_t nthreads, void *gomp_parallel)
-{
-    team_work w = {a, backward ? ss_backward : ss_forward, tasks, nthreads < tasks ? nthreads : tasks, 0, 0};
-    if (gomp_parallel && w.ranges > 1)
-        ((gomp_parallel_fn)gomp_parallel)(team_worker, &w, (unsigned)w.ranges, 0);
-    else
-        team_worker(&w);
-    return w.rc;
 }

@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from localmamba.ops import _cpu_kernels, _dispatch
+
 
 def _in_interpreter(check: str) -> None:
     pytest.importorskip("triton")
@@ -37,3 +39,15 @@ def triton_interpreted():
 def triton_on_gpu():
     """run(check): the script on the GPU, compiled; skips without one."""
     return _on_gpu
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """The CPU kernels as on a machine without a C compiler (nothing built or cached yet)."""
+    def missing():
+        raise RuntimeError(f"no C compiler found ($CC unset, no cc or gcc on PATH): "
+                           f"{_cpu_kernels.CPU_KERNEL_INSTALL_HINT}")
+    monkeypatch.setattr(_cpu_kernels, "_lib", None)
+    monkeypatch.setattr(_cpu_kernels, "_lib_error", None)
+    monkeypatch.setattr(_cpu_kernels, "_compiler", missing)
+    monkeypatch.setattr(_dispatch, "_warned", set())

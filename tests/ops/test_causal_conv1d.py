@@ -1,11 +1,16 @@
-"""The causal depthwise conv: the reference against nn.functional.conv1d, the torch and Triton backends against the
-reference."""
+"""The causal depthwise conv: the reference against nn.functional.conv1d, the torch, C (CPU) and Triton backends
+against the reference."""
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from localmamba.ops import causal_conv1d, causal_conv1d_ref, causal_conv1d_torch
+from localmamba.ops import causal_conv1d, causal_conv1d_cpu, causal_conv1d_ref, causal_conv1d_torch
+from localmamba.ops._cpu_kernels import cpu_kernel_available, cpu_kernel_error
+from localmamba.ops.conv1d import CONV1D
+
+needs_kernel = pytest.mark.skipif(not cpu_kernel_available(), reason=f"no C kernel: {cpu_kernel_error()}")
 
 LAYOUTS = {
     "(B, C, L)": lambda B, C, L: torch.randn(B, C, L),
@@ -21,13 +26,13 @@ def conv1d_oracle(x, weight, bias, activation):
     return F.silu(out) if activation else out
 
 
-def compare_on_cpu(fn, oracle, layout, L, W, bias, activation, out_tol, grad_tol):
+def compare_on_cpu(fn, oracle, layout, L, W, bias, activation, out_tol, grad_tol, C=6):
     """fn against oracle on one CPU problem: outputs, x's layout kept, gradients of x, w and b.
     Returns (x, w, b, fn's output)."""
     torch.manual_seed(0)
-    x = LAYOUTS[layout](2, 6, L).requires_grad_(True)
-    w = torch.randn(6, W, requires_grad=True)
-    b = torch.randn(6, requires_grad=True) if bias else None
+    x = LAYOUTS[layout](2, C, L).requires_grad_(True)
+    w = torch.randn(C, W, requires_grad=True)
+    b = torch.randn(C, requires_grad=True) if bias else None
     out = fn(x, w, b, activation)
     ref = oracle(x, w, b, activation)
     assert out.stride() == x.stride(), "the output keeps x's layout"
@@ -55,9 +60,97 @@ def test_torch_equals_reference(layout, L, W, bias, activation):
     """The same multiply-adds in the same order: equal outputs and gradients, and x's layout kept."""
     x, w, b, out = compare_on_cpu(causal_conv1d_torch, causal_conv1d_ref, layout, L, W, bias, activation,
                                   (1e-6, 1e-7), (1e-6, 1e-6))
-    assert causal_conv1d(x, w, b, activation).equal(out), "auto runs the torch backend on CPU"
-    for backend in ("cpu", "cuda"):  # names without a conv of their own run "auto"
+    assert causal_conv1d(x, w, b, activation, backend="torch").equal(out)
+
+
+# ------------------------------------------------------------------------------------- the C kernel
+@needs_kernel
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("W", [2, 3, 4])
+@pytest.mark.parametrize("L", [1, 3, 37])
+@pytest.mark.parametrize("bias,activation", [(True, "silu"), (False, None), (True, None), (False, "silu")])
+def test_cpu_kernel_equals_reference(layout, W, L, bias, activation):
+    """Outputs and dx, dweight, dbias; 20 channels: two whole vectors of 8 and a partial one; L from 1 (shorter
+    than the kernel) to several steps; the output in x's layout."""
+    x, w, b, out = compare_on_cpu(causal_conv1d_cpu, causal_conv1d_ref, layout, L, W, bias, activation,
+                                  (1e-5, 1e-6), (1e-5, 1e-5), C=20)
+    assert causal_conv1d(x, w, b, activation).equal(out), "auto runs the C kernel on CPU"
+    for backend in ("cpu", "cuda"):  # "cuda" has no conv of its own: it runs "auto"
         assert causal_conv1d(x, w, b, activation, backend=backend).equal(out), backend
+
+
+@needs_kernel
+@pytest.mark.parametrize("W", [1, 5, 8])
+def test_cpu_kernel_other_widths(W):
+    """Widths without code of their own take the kernel's generic loop."""
+    compare_on_cpu(causal_conv1d_cpu, causal_conv1d_ref, "(L, B, C) storage", 11, W, True, "silu", (1e-5, 1e-6),
+                   (1e-5, 1e-5), C=20)
+
+
+@needs_kernel
+def test_cpu_kernel_strided_inputs():
+    """Channels not at stride 1 (a slice of every other channel), an expanded x, a transposed weight and a
+    strided bias: the same numbers as the reference."""
+    torch.manual_seed(1)
+    x = torch.randn(9, 2, 40).permute(1, 2, 0)[:, ::2]                  # (2, 20, 9), channel stride 2
+    w = torch.randn(4, 20).t()                                          # (20, 4), tap-major
+    b = torch.randn(40)[::2]
+    for xi in (x, torch.randn(1, 20, 9).expand(3, 20, 9)):
+        torch.testing.assert_close(causal_conv1d_cpu(xi, w, b, "silu"), causal_conv1d_ref(xi, w, b, "silu"),
+                                   rtol=1e-5, atol=1e-6)
+    xg = x.detach().requires_grad_(True)
+    (causal_conv1d_cpu(xg, w, b, "silu") * x.sin()).sum().backward()   # a dout not in x's layout
+    expected = torch.autograd.grad((causal_conv1d_ref(xg, w, b, "silu") * x.sin()).sum(), xg)[0]
+    torch.testing.assert_close(xg.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+def test_cpu_kernel_saves_nothing_without_grad():
+    """Under no_grad, or with no input requiring grad, the kernel runs without an autograd node."""
+    x, w, b = torch.randn(2, 16, 7), torch.randn(16, 4, requires_grad=True), torch.randn(16)
+    with torch.no_grad():
+        assert causal_conv1d_cpu(x, w, b, "silu").grad_fn is None
+    assert causal_conv1d_cpu(x, w.detach(), b, "silu").grad_fn is None
+    assert causal_conv1d_cpu(x, w, b, "silu").grad_fn is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_cpu_kernel_other_dtypes_run_torch(dtype):
+    """The kernel computes in fp32; other dtypes (gradcheck's fp64, autocast's bf16) take the torch path, in
+    their own precision."""
+    x = torch.randn(2, 16, 9, dtype=dtype)
+    w, b = torch.randn(16, 4, dtype=dtype), torch.randn(16, dtype=dtype)
+    out = causal_conv1d(x, w, b, "silu", backend="cpu")
+    assert out.dtype == dtype and out.equal(causal_conv1d_torch(x, w, b, "silu"))
+    if dtype == torch.float64:
+        torch.autograd.gradcheck(lambda *t: causal_conv1d(*t, "silu", backend="cpu"),
+                                 tuple(t.requires_grad_() for t in (x[:, :4, :5], w[:4], b[:4])))
+
+
+@needs_kernel
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_cpu_kernel_errors():
+    x = torch.randn(2, 6, 9)
+    with pytest.raises(ValueError, match="weight must be"):
+        causal_conv1d(x, torch.randn(5, 4), backend="cpu")
+    with pytest.raises(ValueError, match="CPU tensors"):
+        causal_conv1d(x.to("meta"), torch.randn(6, 4, device="meta"), backend="cpu")
+    assert causal_conv1d(x.to("meta"), torch.randn(6, 4, device="meta")).device.type == "meta"  # auto: torch
+    assert CONV1D.resolve("auto", "cpu") == "cpu" and CONV1D.resolve("auto", "meta") == "torch"
+    with pytest.raises(RuntimeError, match="torch.jit"):
+        torch.jit.trace(lambda t: causal_conv1d(t, torch.randn(6, 4), backend="cpu"), (x,), check_trace=False)
+
+
+def test_without_compiler_auto_falls_back_and_cpu_raises(no_compiler):
+    x, w = torch.randn(2, 6, 9), torch.randn(6, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [CONV1D.resolve("auto", "cpu") for _ in range(2)] == ["torch"] * 2
+        assert causal_conv1d(x, w, activation="silu").equal(causal_conv1d_torch(x, w, activation="silu"))
+    assert len(caught) == 1 and "apt install gcc" in str(caught[0].message)
+    with pytest.raises(RuntimeError, match="apt install gcc"):
+        causal_conv1d(x, w, backend="cpu")
 
 
 def test_bad_inputs_are_clear_errors():

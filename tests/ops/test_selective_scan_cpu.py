@@ -10,6 +10,7 @@ from .test_selective_scan import assert_close, compare_to_oracle, make_inputs, p
 
 from localmamba.ops import available_backends, reads_time_major, selective_scan, selective_scan_ref
 
+from localmamba.ops import _cpu_kernels as kernels
 from localmamba.ops import _dispatch
 from localmamba.ops import scan_cpu as cpu
 from localmamba.ops.scan import BACKENDS, SCAN
@@ -116,7 +117,7 @@ def test_threads_and_splits_agree(monkeypatch):
         for n_threads, omp in ((1, True), (4, True), (4, False)):
             torch.set_num_threads(n_threads)
             if not omp:
-                monkeypatch.setattr(cpu, "_omp_parallel", lambda: 0)
+                monkeypatch.setattr(kernels, "_omp_parallel", lambda: 0)
             assert cpu._splits(1, 1, 5) == (4 if n_threads == 1 else 5)
             results.append(run(selective_scan, x, True, backend="cpu"))
     finally:
@@ -196,17 +197,6 @@ def test_auto_on_meta_tensors_and_under_jit_trace():
 
 
 # ------------------------------------------------------------------------------- availability, cache
-@pytest.fixture
-def no_compiler(monkeypatch):
-    """The kernel as on a machine without a C compiler (nothing built or cached yet)."""
-    def missing():
-        raise RuntimeError(f"no C compiler found ($CC unset, no cc or gcc on PATH): {cpu.CPU_KERNEL_INSTALL_HINT}")
-    monkeypatch.setattr(cpu, "_lib", None)
-    monkeypatch.setattr(cpu, "_lib_error", None)
-    monkeypatch.setattr(cpu, "_compiler", missing)
-    monkeypatch.setattr(_dispatch, "_warned", set())
-
-
 def test_explicit_cpu_without_compiler_names_the_install(no_compiler):
     with pytest.raises(RuntimeError, match="apt install gcc"):
         selective_scan(**make_inputs(2, 8, 10, 4, 2), backend="cpu")
@@ -238,14 +228,14 @@ def test_build_cache(monkeypatch, tmp_path):
     CPU (other feature flags) gets a build of its own."""
     monkeypatch.setenv("LOCALMAMBA_CACHE", str(tmp_path))
     paths = []
-    threads = [threading.Thread(target=lambda: paths.append(cpu._build())) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: paths.append(kernels._build())) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(paths) == 3 and len(set(paths)) == 1 and os.listdir(tmp_path) == [paths[0].name]
     mtime = paths[0].stat().st_mtime_ns
-    assert cpu._build() == paths[0] and paths[0].stat().st_mtime_ns == mtime
-    monkeypatch.setattr(cpu, "_cpu_flags", lambda: "flags : sse2")
-    other = cpu._build()
+    assert kernels._build() == paths[0] and paths[0].stat().st_mtime_ns == mtime
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: "flags : sse2")
+    other = kernels._build()
     assert other != paths[0] and sorted(os.listdir(tmp_path)) == sorted([paths[0].name, other.name])
