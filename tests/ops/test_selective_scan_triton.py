@@ -48,15 +48,6 @@ for policy in policies[:2]:
 """
 
 
-def test_triton_kernel_matches_oracle_in_interpreter(triton_interpreted):
-    triton_interpreted(CHECK)
-
-
-@pytest.mark.cuda
-def test_triton_kernel_matches_oracle_on_gpu(triton_on_gpu):
-    triton_on_gpu(CHECK)
-
-
 CHECK_16BIT = r"""
 import torch
 from localmamba.ops import selective_scan, selective_scan_ref
@@ -90,15 +81,6 @@ for chunked, out_dtype in [(False, None), (True, None), (False, torch.float32), 
 """
 
 
-def test_triton_kernel_16bit_inputs_in_interpreter(triton_interpreted):
-    triton_interpreted(CHECK_16BIT)
-
-
-@pytest.mark.cuda
-def test_triton_kernel_16bit_inputs_on_gpu(triton_on_gpu):
-    triton_on_gpu(CHECK_16BIT)
-
-
 CHECK_COMPILE = r"""
 import torch
 from localmamba.ops import selective_scan
@@ -130,11 +112,16 @@ for dtype, out_dtype, groups in [(torch.float32, None, True), (torch.bfloat16, t
         torch.testing.assert_close(a, r)
 """
 
+# the kernels against the oracle (fp32; 16-bit inputs and out_dtype) and the custom op under torch.compile
+CHECKS = {"matches_oracle": CHECK, "16bit_inputs": CHECK_16BIT, "compiles_as_custom_op": CHECK_COMPILE}
 
-def test_triton_scan_compiles_as_a_custom_op_in_interpreter(triton_interpreted):
-    triton_interpreted(CHECK_COMPILE)
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_triton_scan_in_interpreter(triton_interpreted, check):
+    triton_interpreted(CHECKS[check])
 
 
 @pytest.mark.cuda
-def test_triton_scan_compiles_as_a_custom_op_on_gpu(triton_on_gpu):
-    triton_on_gpu(CHECK_COMPILE)
+@pytest.mark.parametrize("check", CHECKS)
+def test_triton_scan_on_gpu(triton_on_gpu, check):
+    triton_on_gpu(CHECKS[check])
