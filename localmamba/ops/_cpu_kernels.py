@@ -14,6 +14,8 @@ conv), with the vector helpers of ``cpu_vec.h`` and the threading of ``cpu_team.
   OpenMP team, which the library enters through the runtime's ``GOMP_parallel`` (found in the library torch
   loaded: no second runtime, and no threads of ours left to compete with OpenMP workers that spin after every
   torch op). Where torch has no OpenMP, Python threads (ctypes releases the GIL during a call).
+- Loading the kernels also raises glibc's mmap and trim thresholds, once per process (:mod:`._malloc`; opt out
+  with ``LOCALMAMBA_MALLOC_TUNING=0``): the CPU path's large activations then stay in the heap.
 - The backend registers here as "cpu" (:mod:`._dispatch`); ``LOCALMAMBA_CPU_KERNEL=0`` turns it off ("auto"
   then uses "torch"), for A/B comparisons.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ._dispatch import register_backend
+from ._malloc import tune_malloc
 
 __all__ = ["cpu_kernel_available", "cpu_kernel_error", "check_runnable", "CPU_KERNEL_INSTALL_HINT", "KernelArgs",
            "run", "load"]
@@ -128,6 +131,7 @@ def load():
     """The kernels' library, built on the first call; None (and _lib_error set) when it cannot be had."""
     global _lib, _lib_error
     if _lib is None and _lib_error is None:
+        tune_malloc()  # the CPU path's first use: large blocks stay in the heap (._malloc)
         try:
             lib = ctypes.CDLL(str(_build()))
             for name in ENTRY_POINTS:
