@@ -4,8 +4,8 @@ A CPU forward allocates and frees activations of a few MB at every op (LocalVim-
 tensor). glibc serves blocks over its mmap threshold with a fresh mapping and returns freed heap tops to the
 system, so each such tensor costs page faults and the kernel's zeroing of its pages, again at every step.
 Raising the mmap threshold to 32 MiB and the trim threshold to 256 MiB keeps them in the heap for reuse.
-Measured on the 2-core CPU (benchmarks/RESULTS.md, "CPU speed"): a ``local_vim_tiny_cifar`` training step at
-batch 32, 1.59-1.64 s -> 1.37-1.38 s.
+Measured on a 2-core CPU (benchmarks/RESULTS.md, "CPU speed"): LocalVim-T's forward at batch 2, 0.19-0.28 s
+-> 0.14-0.15 s; a ``local_vim_tiny_cifar`` training step at batch 32, 1.48-1.62 s -> 1.34-1.45 s.
 
 This is a process-wide setting (it affects every allocation of the process, not only this package's), applied
 once, when the CPU kernels are first loaded; the process keeps up to 256 MiB of freed memory for reuse.
