@@ -17,6 +17,8 @@ adds ``stacked`` under ``torch.compile`` (:func:`localmamba.models.compile_model
 the training forward and backward, with loss and AdamW eager; capture is not timed), which takes the host's
 op dispatch out of the step time; ``checkpointed`` is ``stacked`` with
 ``model.set_grad_checkpointing()`` (each block recomputed in the backward: training memory for compute).
+``stacked`` remakes each mixer's scanned sequences and delta in the backward (the default on CUDA,
+:mod:`localmamba.layers.recompute`); ``kept`` is ``stacked`` with ``model.set_activation_recompute(False)``.
 
 Run from the project's root (the package installed, or ``PYTHONPATH=.``); on a GPU machine
 ``bash benchmarks/gpu_suite.sh`` runs it with the rest. Figures: benchmarks/RESULTS.md, sections "Model
@@ -52,6 +54,7 @@ def set_formulation(model: torch.nn.Module, formulation: str) -> torch.nn.Module
             elif "forward" in m.__dict__:
                 del m.forward
     model.set_grad_checkpointing(formulation == "checkpointed")
+    model.set_activation_recompute(False if formulation == "kept" else None)
     return compile_model(model) if formulation == "compiled" else model
 
 
@@ -139,7 +142,9 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
     y = torch.randint(0, model.num_classes, (batch,), device="cuda")
     rows = []
     model.eval()
-    for mode, dtype in (("infer fp32", None), ("infer bf16", torch.bfloat16)):
+    # checkpointing and the activation recompute change nothing without autograd: training only
+    infer = () if formulation in ("checkpointed", "kept") else (("infer fp32", None), ("infer bf16", torch.bfloat16))
+    for mode, dtype in infer:
         torch.cuda.reset_peak_memory_stats()
         if formulation == "graph":
             step = functools.partial(InferenceGraph(run, autocast_dtype=dtype), x)
@@ -203,7 +208,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "loop", "compiled", "graph", "checkpointed"])
+    ap.add_argument("--formulations", nargs="*", default=["stacked", "loop"], choices=["stacked", "kept", "loop", "compiled", "graph", "checkpointed"])
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on cuda, 2 on cpu")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=None, help="timed repeats (median); default 20 cuda, 5 cpu")

@@ -1,6 +1,7 @@
 """LocalVim's token mixer: one Mamba layer that reads the tokens in several scan directions."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -12,6 +13,7 @@ from ..ops import causal_conv1d
 from ..scan import ORIGINAL_CANDIDATES, scan_plan
 from .layout import Layout
 from .merge import DirectionMerge
+from .recompute import RecomputeScope, wanted
 from .ssm import DirectionalSSM
 
 __all__ = ["MultiDirectionMamba"]
@@ -28,6 +30,10 @@ class MultiDirectionMamba(nn.Module):
     With ``cls_position`` set, the class token is kept out of the 2-D scan and inserted at that
     index of every scanned sequence (the middle-class-token model).
     """
+
+    #: remake the gathered sequences and delta in the backward rather than keep them (None: on CUDA tensors;
+    #: see :mod:`localmamba.layers.recompute` and ``set_activation_recompute`` of the models)
+    recompute_activations: bool | None = None
 
     def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
                  d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto", dt_init: str = "vim",
@@ -64,10 +70,15 @@ class MultiDirectionMamba(nn.Module):
         plan = scan_plan(self.directions, *grid_size, cls_position=cls_position)
         layout = Layout.for_device(x.device, backend)
         xz = self.in_proj(x)  # (B, T, 2D)
-        xs = layout.scan(xz[..., :D], plan).flatten(1, 2)  # (B, K*D, L), a view of the layout's storage
-        xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu",
-                           backend=backend)  # (B, K*D, L), xs's layout
-        y = self.ssm(xs.unflatten(1, (K, D)), backend=backend)  # (B, K, D, L), in xs's layout
+        recompute = RecomputeScope() if wanted(xz, self.recompute_activations) else None
+        with recompute or contextlib.nullcontext():
+            xs = layout.scan(xz[..., :D], plan).flatten(1, 2)  # (B, K*D, L), a view of the layout's storage
+            if recompute is not None:  # the conv keeps its input, K gathered copies of xz's first half (kept anyway)
+                src = xz[..., :D].detach()
+                recompute.add(xs, lambda: layout.scan(src, plan).flatten(1, 2))
+            xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu",
+                               backend=backend)  # (B, K*D, L), xs's layout
+            y = self.ssm(xs.unflatten(1, (K, D)), backend=backend, recompute=recompute)  # (B, K, D, L), xs's layout
         s = F.silu(xz[..., D:])  # (B, T, D)
         if layout.interleaved:  # the merge reads the scan's rows in place, reversing them itself
             rows = layout.rows(y).flatten(1, 2)  # (B, L*K, D), a view

@@ -1,6 +1,7 @@
 """LocalVMamba's token mixer: VMamba's SS2D with LocalMamba's scan directions."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from ..scan import ORIGINAL_CANDIDATES, scan_plan
 from .layout import Layout
 from .merge import DirectionMerge
+from .recompute import RecomputeScope, wanted
 from .ssm import DirectionalSSM
 
 __all__ = ["SS2D"]
@@ -24,6 +26,10 @@ class SS2D(nn.Module):
     direction -> sum (or search mix) -> LayerNorm -> * silu(z) -> out_proj. ``directions=None``: a
     search layer over the 8 original candidates; ``search=True``: a search layer over ``directions``.
     """
+
+    #: remake the scanned sequences and delta in the backward rather than keep them (None: on CUDA tensors;
+    #: see :mod:`localmamba.layers.recompute` and ``set_activation_recompute`` of the models)
+    recompute_activations: bool | None = None
 
     def __init__(self, d_model: int, directions: Sequence[str] | None = None, d_state: int = 16,
                  ssm_ratio: float = 2.0, dt_rank: int | str = "auto", d_conv: int = 3, conv_bias: bool = True,
@@ -53,8 +59,13 @@ class SS2D(nn.Module):
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
         plan = scan_plan(self.directions, H, W)
         layout = Layout.for_device(x.device, backend)
-        xs = layout.scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, D, L)
-        y = self.ssm(xs, backend=backend, out_dtype=torch.float32)  # (B, K, D, L), in xs's layout
+        recompute = RecomputeScope() if wanted(x, self.recompute_activations) else None
+        with recompute or contextlib.nullcontext():
+            xs = layout.scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, D, L)
+            if recompute is not None:  # the scan and the x projection keep these K scanned copies of x
+                src = x.flatten(2).transpose(1, 2).detach()  # (B, H*W, D)
+                recompute.add(xs, lambda: layout.scan(src, plan))
+            y = self.ssm(xs, backend=backend, out_dtype=torch.float32, recompute=recompute)  # (B, K, D, L)
         if layout.interleaved:  # the merge reads the scan's rows in place, reversing them itself
             rows = layout.rows(y).flatten(1, 2)  # (B, L*K, D), a view
             y = self.merge.merge_rows(rows, plan.reverse_rows(y.device, layout.scan_layout), backend=backend)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..ops import selective_scan
+from .recompute import RecomputeScope
 
 __all__ = ["DirectionalSSM", "dt_bias_init"]
 
@@ -84,13 +85,14 @@ class DirectionalSSM(nn.Module):
         self.Ds._no_weight_decay = True
 
     def forward(self, xs: torch.Tensor, z: torch.Tensor | None = None, backend: str = "auto",
-                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+                out_dtype: torch.dtype | None = None, recompute: RecomputeScope | None = None) -> torch.Tensor:
         """xs (B, K, D, L) scanned inputs, z (B, K, D, L) optional gate -> y (B, K, D, L), in ``out_dtype``
         (default xs's; see :func:`~localmamba.ops.selective_scan`).
 
         xs may also be a view of channels-innermost storage, (B, L, K, D) (the GPU mixers' layout) or
         (L, B, K, D) (the CPU mixers'): the projections then run in that row order, delta comes out in
-        xs's layout, and the selective scan reads every (B, K*D, L) input without a transpose.
+        xs's layout, and the selective scan reads every (B, K*D, L) input without a transpose. Given an open
+        ``recompute`` scope, delta is remade from the x projection's output in the backward instead of kept.
         """
         B, K, D, L = xs.shape
         N, R = self.d_state, self.dt_rank
@@ -102,14 +104,20 @@ class DirectionalSSM(nn.Module):
         # projection so that the scan reads them as views in its layout: a step's N values contiguous
         x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
-        # with ``block`` the delta projection's (P, Q, K*D) output is already xs's channels-innermost layout;
-        # the einsum's comes out direction-major and costs the copy below
-        dts = _per_direction(dts, self.dt_projs_weight, block)  # (P, Q, K, D)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
-        dts = dts.permute(*back)  # (B, K, D, L)
-        # delta in xs's dtype and layout, so that the scan reads both alike
-        if dts.stride() != xs.stride() or dts.dtype != xs.dtype:
-            dts = torch.empty_like(xs).copy_(dts)  # (B, K, D, L)
+        like = (xs.shape, xs.stride(), xs.dtype)
+
+        def delta(dts: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+            # with ``block`` the delta projection's (P, Q, K*D) output is already xs's channels-innermost layout;
+            # the einsum's comes out direction-major and costs a copy into it
+            d = _per_direction(dts, W, block).permute(*back)  # (B, K, D, L)
+            if d.stride() != like[1] or d.dtype != like[2]:  # delta in xs's dtype and layout: the scan reads both alike
+                d = torch.empty_strided(like[0], like[1], dtype=like[2], device=d.device).copy_(d)
+            return d
+        dts_in, W = dts.detach(), self.dt_projs_weight
+        dts = delta(dts, W)  # (B, K, D, L)
+        if recompute is not None:  # K*D channels made from R, whose x_dbl the scan keeps (B and C are views of it)
+            recompute.add(dts, lambda: delta(dts_in, W.detach()))
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)

@@ -71,6 +71,15 @@ class Backbone(nn.Module):
                 m.grad_checkpointing = enable
 
     @torch.jit.ignore
+    def set_activation_recompute(self, enable: bool | None = True) -> None:
+        """Remake each mixer's K-fold copies of its activations (the scanned sequences, delta) in the backward
+        instead of keeping them: a gather and a thin GEMM more per layer, bit-identical gradients. ``None``, the
+        default: on for CUDA tensors (see :mod:`localmamba.layers.recompute`)."""
+        for m in self.modules():
+            if hasattr(m, "recompute_activations"):
+                m.recompute_activations = enable
+
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
 
