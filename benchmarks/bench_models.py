@@ -155,7 +155,7 @@ def bench_cuda(name: str, formulation: str, batch: int, img: int, steps: int, ba
         t = cuda_time(step, steps, warmup=3)
         rows.append(dict(model=name, formulation=formulation, mode=mode, img_per_s=batch / t,
                          peak_gib=torch.cuda.max_memory_allocated() / 2 ** 30))
-    del step  # an inference graph's memory pool
+    step = None  # an inference graph's memory pool
     torch.cuda.empty_cache()
     model.train()
     torch.cuda.reset_peak_memory_stats()  # before the capture: a graph's memory pool is allocated there
