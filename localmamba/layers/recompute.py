@@ -9,6 +9,9 @@ unpacks it: the same ops on the same inputs under the same autocast state, so th
 those of the kept tensor. The mixers open a scope where :func:`wanted` says so (and pass it to :class:`~localmamba.layers.DirectionalSSM`): on CUDA tensors by default (GPU
 memory is what training runs out of; on a CPU the recompute is time the CPU goals cannot spare).
 
+Like ``torch.utils.checkpoint``, a recipe reads the parameters and kept tensors as they are at the backward: a loop
+that changes weights in place between a forward and its backward gets gradients of the changed weights.
+
 The scope stands aside where other saved-tensor hooks are active (``torch.utils.checkpoint``, whose block
 recompute keeps nothing anyway, or a user's ``save_on_cpu``): only the innermost hooks act, so ours would
 silently replace theirs.
