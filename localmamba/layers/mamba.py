@@ -72,9 +72,10 @@ class MultiDirectionMamba(nn.Module):
         xz = self.in_proj(x)  # (B, T, 2D)
         recompute = RecomputeScope() if wanted(xz, self.recompute_activations) else None
         with recompute or contextlib.nullcontext():
-            xs = layout.scan(xz[..., :D], plan).flatten(1, 2)  # (B, K*D, L), a view of the layout's storage
+            tokens = xz[..., :D]  # (B, T, D)
+            xs = layout.scan(tokens, plan).flatten(1, 2)  # (B, K*D, L), a view of the layout's storage
             if recompute is not None:  # the conv keeps its input, K gathered copies of xz's first half (kept anyway)
-                src = xz[..., :D].detach()
+                src = tokens.detach()
                 recompute.add(xs, lambda: layout.scan(src, plan).flatten(1, 2))
             xs = causal_conv1d(xs, self.conv1d.weight.flatten(1), self.conv1d.bias, activation="silu",
                                backend=backend)  # (B, K*D, L), xs's layout

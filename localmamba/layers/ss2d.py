@@ -61,9 +61,10 @@ class SS2D(nn.Module):
         layout = Layout.for_device(x.device, backend)
         recompute = RecomputeScope() if wanted(x, self.recompute_activations) else None
         with recompute or contextlib.nullcontext():
-            xs = layout.scan(x.flatten(2).transpose(1, 2), plan)  # (B, K, D, L)
+            tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, D)
+            xs = layout.scan(tokens, plan)  # (B, K, D, L)
             if recompute is not None:  # the scan and the x projection keep these K scanned copies of x
-                src = x.flatten(2).transpose(1, 2).detach()  # (B, H*W, D)
+                src = tokens.detach()
                 recompute.add(xs, lambda: layout.scan(src, plan))
             y = self.ssm(xs, backend=backend, out_dtype=torch.float32, recompute=recompute)  # (B, K, D, L)
         if layout.interleaved:  # the merge reads the scan's rows in place, reversing them itself

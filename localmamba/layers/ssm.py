@@ -105,19 +105,19 @@ class DirectionalSSM(nn.Module):
         x_dbl = x_dbl.to(xs.dtype)
         dts, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=3)
         back = (0, 2, 3, 1) if batch_outer else (1, 2, 3, 0)  # (P, Q, K, *) -> (B, K, *, L)
-        like = (xs.shape, xs.stride(), xs.dtype)
+        shape, stride, dtype = xs.shape, xs.stride(), xs.dtype  # not xs itself: a recipe must not keep it alive
 
         def delta(dts: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
             # with ``block`` the delta projection's (P, Q, K*D) output is already xs's channels-innermost layout;
             # the einsum's comes out direction-major and costs a copy into it
             d = _per_direction(dts, W, block).permute(*back)  # (B, K, D, L)
-            if d.stride() != like[1] or d.dtype != like[2]:  # delta in xs's dtype and layout: the scan reads both alike
-                d = torch.empty_strided(like[0], like[1], dtype=like[2], device=d.device).copy_(d)
+            if d.stride() != stride or d.dtype != dtype:  # delta in xs's dtype and layout: the scan reads both alike
+                d = torch.empty_strided(shape, stride, dtype=dtype, device=d.device).copy_(d)
             return d
-        dts_in, W = dts.detach(), self.dt_projs_weight
-        dts = delta(dts, W)  # (B, K, D, L)
+        delta_in = dts.detach()
+        dts = delta(dts, self.dt_projs_weight)  # (B, K, D, L)
         if recompute is not None:  # K*D channels made from R, whose x_dbl the scan keeps (B and C are views of it)
-            recompute.add(dts, lambda: delta(dts_in, W.detach()))
+            recompute.add(dts, lambda: delta(delta_in, self.dt_projs_weight.detach()))
         y = selective_scan(
             xs.reshape(B, K * D, L),  # (B, K*D, L)
             dts.reshape(B, K * D, L),  # (B, K*D, L)
