@@ -2,7 +2,7 @@
 
     python benchmarks/bench_triton_scan.py                  # scan at three layer shapes, two layouts
     python benchmarks/bench_triton_scan.py --grid           # also the launch settings: warps x channels
-    python benchmarks/bench_triton_scan.py --policy         # step-by-step against chunked, the models' real inputs
+    python benchmarks/bench_triton_scan.py --policy         # the kernels against each other, the models' real inputs
     python benchmarks/bench_triton_scan.py --train          # also CIFAR training images/s, eager and compiled
 
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
@@ -53,22 +53,23 @@ def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
 
 
 def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
-    """Both kernels, forward and backward ms, at every scan call of the models (their real inputs), and
-    the kernel :func:`use_chunked` picks for each."""
-    chosen = T.use_chunked
+    """The kernels, forward and backward ms, at every scan call of the models (their real inputs), and
+    those :func:`use_chunked` and :func:`backward_kernel` pick for each ("seg": the step forward)."""
+    chosen, chosen_bwd = T.use_chunked, T.backward_kernel
     for model in models:
         for mode, args in model_scan_calls(model):
             u, delta, A, B = args[:4]
             leaves = [a.requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
             row = {}
-            for kernel, policy in (("step", lambda *a, **k: False), ("chunked", lambda *a, **k: True)):
-                T.use_chunked = policy
+            for kernel in ("step", "chunked", "seg"):
+                T.use_chunked = lambda *a, kernel=kernel, **k: kernel == "chunked"
+                T.backward_kernel = lambda l, kernel=kernel: kernel
                 f = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv), 10, warmup=3) * 1e3
                 fb = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv).sum().backward(), 10, warmup=3) * 1e3
                 row[kernel] = (f, fb - f)
-            T.use_chunked = chosen
+            T.use_chunked, T.backward_kernel = chosen, chosen_bwd
             b, d, l = u.shape
-            pick = ["chunked" if chosen(l, backward=bw) else "step" for bw in (False, True)]
+            pick = ["chunked" if chosen(l, backward=False) else "step", chosen_bwd(l)]
             print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
                   f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} "
                   + "  ".join(f"{k}: fwd {v[0]:6.2f} bwd {v[1]:6.2f}" for k, v in row.items())
@@ -86,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", action="store_true", help="also time CIFAR training steps, eager and compiled")
     ap.add_argument("--grid", action="store_true", help="also time the launch settings (warps x channels)")
-    ap.add_argument("--policy", action="store_true", help="also time both kernels on the models' scan inputs")
+    ap.add_argument("--policy", action="store_true", help="also time the kernels on the models' scan inputs")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     for name, shp in SHAPES.items():

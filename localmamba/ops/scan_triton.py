@@ -65,6 +65,7 @@ if triton is not None:
         sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         STORE_STATES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        CKPT_EVERY: tl.constexpr = 0, WRITE_OUT: tl.constexpr = True,
     ):
         pid_b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the state scratch can pass 2**31 elements
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
@@ -81,15 +82,16 @@ if triton is not None:
         C_p = C_ptr + pid_b * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n
         if HAS_Z:
             z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
-        s_p = states_ptr + (pid_b * l * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, l, d, n) scratch
+        n_slots = l if CKPT_EVERY == 0 else (l + CKPT_EVERY - 1) // CKPT_EVERY
+        s_p = states_ptr + (pid_b * n_slots * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, slots, d, n) scratch
         h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
         # step t's inputs are loaded during step t-1 (software prefetch: the loop is latency-bound)
         u_n = tl.load(u_p, mask=mask_d, other=0.0).to(tl.float32)
         dt_n = tl.load(dl_p, mask=mask_d, other=0.0).to(tl.float32)
         B_n = tl.load(B_p, mask=mask_dn, other=0.0).to(tl.float32)
-        C_n = tl.load(C_p, mask=mask_dn, other=0.0).to(tl.float32)
+        C_n = tl.load(C_p, mask=mask_dn & WRITE_OUT, other=0.0).to(tl.float32)
         if HAS_Z:
-            z_n = tl.load(z_p, mask=mask_d, other=0.0).to(tl.float32)
+            z_n = tl.load(z_p, mask=mask_d & WRITE_OUT, other=0.0).to(tl.float32)
         for t in range(l):
             u, dt, Bt, Ct = u_n, dt_n, B_n, C_n
             if HAS_Z:
@@ -99,9 +101,9 @@ if triton is not None:
             u_n = tl.load(u_p + nx * su_l, mask=mask_d & more, other=0.0).to(tl.float32)
             dt_n = tl.load(dl_p + nx * sdl_l, mask=mask_d & more, other=0.0).to(tl.float32)
             B_n = tl.load(B_p + nx * sB_l, mask=mask_dn & more, other=0.0).to(tl.float32)
-            C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more, other=0.0).to(tl.float32)
+            C_n = tl.load(C_p + nx * sC_l, mask=mask_dn & more & WRITE_OUT, other=0.0).to(tl.float32)
             if HAS_Z:
-                z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more, other=0.0).to(tl.float32)
+                z_n = tl.load(z_p + nx * sz_l, mask=mask_d & more & WRITE_OUT, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt += bias
             if SOFTPLUS:
@@ -109,12 +111,16 @@ if triton is not None:
             h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt  # (BLOCK_D, BLOCK_N)
             if STORE_STATES:
                 tl.store(s_p + t * d * n, h.to(states_ptr.dtype.element_ty), mask=mask_dn)
-            y = tl.sum(h * Ct, axis=1)  # (BLOCK_D,)
-            if HAS_D:
-                y += Dv * u
-            if HAS_Z:
-                y = y * zt * tl.sigmoid(zt)
-            tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_d)
+            if CKPT_EVERY > 0:  # checkpoints (b, l / CKPT_EVERY, d, n): slot s holds the state before step s * CKPT_EVERY
+                tl.store(s_p + (t + 1) // CKPT_EVERY * d * n, h.to(states_ptr.dtype.element_ty),
+                         mask=mask_dn & ((t + 1) % CKPT_EVERY == 0) & (t + 1 < l))
+            if WRITE_OUT:
+                y = tl.sum(h * Ct, axis=1)  # (BLOCK_D,)
+                if HAS_D:
+                    y += Dv * u
+                if HAS_Z:
+                    y = y * zt * tl.sigmoid(zt)
+                tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_d)
 
     @triton.jit
     def _bwd_kernel(
@@ -220,6 +226,158 @@ if triton is not None:
             tl.store(ddl_ptr + g_p + t * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d)
             dh = dh * a
             h = h_prev
+        tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
+        if HAS_D:
+            tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbiasp_ptr + pid_b * d + offs_d, dbias_acc, mask=mask_d)
+
+    @triton.jit
+    def _bwd_seg_kernel(
+        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr, buf_ptr,
+        du_ptr, ddl_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,
+        d, l, n, d_per_group, n_dblocks, n_seg,
+        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
+        sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SEG: tl.constexpr,
+    ):
+        # Iteration j runs two independent recurrences side by side (instruction-level parallelism for a
+        # latency-bound loop): the forward recompute of segment sf = n_seg - 1 - j // SEG, from its checkpoint,
+        # into one half of a small per-program buffer, and the adjoint walk, backwards, through segment
+        # sf + 1, whose states the previous SEG iterations wrote into the other half. The buffer is rewritten
+        # every 2 * SEG steps, so it stays in L2: the states never make a round trip through HBM.
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+        offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+        mask_d = offs_d < d
+        mask_n = offs_n < n
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _block_d)
+        A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
+                                       HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
+        u_p = u_ptr + pid_b * su_b + offs_d * su_d
+        dl_p = dl_ptr + pid_b * sdl_b + offs_d * sdl_d
+        do_p = dout_ptr + pid_b * sdo_b + offs_d * sdo_d
+        B_p = B_ptr + pid_b * sB_b + grp * sB_g + offs_n * sB_n  # (BLOCK_N,): the program's group
+        C_p = C_ptr + pid_b * sC_b + grp * sC_g + offs_n * sC_n
+        if HAS_Z:
+            z_p = z_ptr + pid_b * sz_b + offs_d * sz_d
+        ck_p = ckpt_ptr + (pid_b * n_seg * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, n_seg, d, n)
+        part = pid_b * n_dblocks + pid_d  # this program's partial sums and buffer
+        SLOT: tl.constexpr = BLOCK_D * BLOCK_N
+        # buffer (programs, 2, SEG + 1, BLOCK_D, BLOCK_N): slot 0 the state before the segment, slot k + 1 after its step k
+        bf_p = buf_ptr + part * (2 * (SEG + 1) * SLOT) + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+        g_p = pid_b * l * d + offs_d  # (BLOCK_D,) step 0 of this program's channels in (b, l, d)
+        dh = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # a_{t+1} * dh_{t+1}, carried backwards
+        dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        h_f = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # the forward recompute's state
+        h_r = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # h_t of the adjoint walk's step
+        # iteration 0's inputs (prefetch: each iteration loads the next one's)
+        sf = n_seg - 1
+        tf = sf * SEG
+        u_f = tl.load(u_p + tf * su_l, mask=mask_d & (tf < l), other=0.0).to(tl.float32)
+        dr_f = tl.load(dl_p + tf * sdl_l, mask=mask_d & (tf < l), other=0.0).to(tl.float32)
+        B_f = tl.load(B_p + tf * sB_l, mask=mask_n & (tf < l), other=0.0).to(tl.float32)
+        h_ck = tl.load(ck_p + sf * d * n, mask=mask_dn & (sf > 0), other=0.0).to(tl.float32)
+        u_r = tl.zeros((BLOCK_D,), dtype=tl.float32)  # the walk starts in segment n_seg: padding
+        dr_r = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        do_r = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        z_r = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        B_r = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        C_r = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        hp_r = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        for j in range((n_seg + 1) * SEG):
+            kf = j % SEG
+            sf = n_seg - 1 - j // SEG  # -1 in the last SEG iterations: nothing left to recompute
+            tf = sf * SEG + kf
+            kr = SEG - 1 - kf
+            sr = sf + 1  # n_seg in the first SEG iterations: nothing to walk yet
+            tr = sr * SEG + kr
+            # -- forward recompute, step tf (padding past the sequence's end: delta 0, so a = 1 and x = 0)
+            dt_f = dr_f
+            if HAS_BIAS:
+                dt_f += bias
+            if SOFTPLUS:
+                dt_f = _softplus(dt_f)
+            dt_f = tl.where((tf >= 0) & (tf < l), dt_f, 0.0)
+            h_in = tl.where(kf == 0, h_ck, h_f)  # a segment starts from its checkpoint (zeros for the first)
+            h_f = tl.exp2(dt_f[:, None] * A2) * h_in + (dt_f * u_f)[:, None] * B_f[None, :]  # (BLOCK_D, BLOCK_N)
+            half_f = bf_p + (sf & 1) * ((SEG + 1) * SLOT)
+            tl.store(half_f, h_in, mask=mask_dn & (kf == 0))
+            tl.store(half_f + (kf + 1) * SLOT, h_f, mask=mask_dn)
+            # -- adjoint walk, step tr: h_t = h_r, h_{t-1} = hp_r
+            u, draw, dout, zt, Bt, Ct, h, h_prev = u_r, dr_r, do_r, z_r, B_r, C_r, h_r, hp_r
+            v_r = tr < l
+            tl.debug_barrier()  # this iteration's buffer writes before the next iteration's reads (below)
+            # -- prefetch iteration j + 1's inputs
+            jn = j + 1
+            kfn = jn % SEG
+            sfn = n_seg - 1 - jn // SEG
+            tfn = sfn * SEG + kfn
+            vfn = (tfn >= 0) & (tfn < l)
+            u_f = tl.load(u_p + tfn * su_l, mask=mask_d & vfn, other=0.0).to(tl.float32)
+            dr_f = tl.load(dl_p + tfn * sdl_l, mask=mask_d & vfn, other=0.0).to(tl.float32)
+            B_f = tl.load(B_p + tfn * sB_l, mask=mask_n & vfn, other=0.0).to(tl.float32)
+            h_ck = tl.load(ck_p + sfn * d * n, mask=mask_dn & (kfn == 0) & (sfn > 0), other=0.0).to(tl.float32)
+            krn = SEG - 1 - kfn
+            srn = sfn + 1
+            trn = srn * SEG + krn
+            vrn = trn < l
+            u_r = tl.load(u_p + trn * su_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
+            dr_r = tl.load(dl_p + trn * sdl_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
+            do_r = tl.load(do_p + trn * sdo_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z_r = tl.load(z_p + trn * sz_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
+            B_r = tl.load(B_p + trn * sB_l, mask=mask_n & vrn, other=0.0).to(tl.float32)
+            C_r = tl.load(C_p + trn * sC_l, mask=mask_n & vrn, other=0.0).to(tl.float32)
+            # the next step's h_t: this step's h_{t-1}, or at a segment's end the state just recomputed
+            h_r = tl.where(kfn == 0, h_f, h_prev)
+            hp_r = tl.load(bf_p + (srn & 1) * ((SEG + 1) * SLOT) + krn * SLOT, mask=mask_dn & (srn < n_seg),
+                           other=0.0)
+            # -- the adjoint step itself (dh_t = C_t dy_t + a_{t+1} dh_{t+1})
+            if HAS_BIAS:
+                draw += bias
+            if SOFTPLUS:
+                dt = _softplus(draw)
+            else:
+                dt = draw
+            dt = tl.where(v_r, dt, 0.0)
+            if HAS_Z:
+                y = tl.sum(h * Ct[None, :], axis=1)  # the ungated output, D skip included
+                if HAS_D:
+                    y += Dv * u
+                sz = tl.sigmoid(zt)
+                dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
+                tl.store(dz_ptr + g_p + tr * d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d & v_r)
+                dy = dout * zt * sz
+            else:
+                dy = dout
+            if HAS_D:
+                dD_acc += dy * u
+            dC_part = tl.sum(dy[:, None] * h, axis=0)  # (BLOCK_N,), over this program's channels
+            tl.store(dCp_ptr + (part * l + tr) * n + offs_n, dC_part, mask=mask_n & v_r)
+            dh += dy[:, None] * Ct[None, :]
+            a = tl.exp2(dt[:, None] * A2)
+            q = tl.sum(dh * Bt[None, :], axis=1)  # (BLOCK_D,)
+            du = dt * q
+            if HAS_D:
+                du += Dv * dy
+            tl.store(du_ptr + g_p + tr * d, du.to(du_ptr.dtype.element_ty), mask=mask_d & v_r)
+            dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
+            tl.store(dBp_ptr + (part * l + tr) * n + offs_n, dB_part, mask=mask_n & v_r)
+            w = dh * a * h_prev  # a_t = exp(dt A)
+            dA_acc += w * dt[:, None]
+            ddt = u * q + tl.sum(w * A2, axis=1) * 0.6931471805599453  # A = A2 * ln 2
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(draw)
+            ddt = tl.where(v_r, ddt, 0.0)
+            dbias_acc += ddt
+            tl.store(ddl_ptr + g_p + tr * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d & v_r)
+            dh = dh * a
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
         if HAS_D:
             tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
@@ -482,11 +640,11 @@ def _scan_backward(u, delta, A, B, C, D, z, delta_bias, softplus: bool, dout) ->
     # The backward keeps states of a batch slice in a scratch (_scratch_dtype), (bs, l, d, n) for the step kernel
     # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
     # into slices of equal size (a small last slice would leave most of the GPU idle)
-    chunked = use_chunked(l, backward=True)
-    per_image = d * n * (triton.cdiv(l, BWD_CHUNKED.chunk) if chunked else l)
+    kind = backward_kernel(l)
+    per_image = d * n * {"step": l, "chunked": triton.cdiv(l, BWD_CHUNKED.chunk), "seg": triton.cdiv(l, SEG.seg)}[kind]
     n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
     bs = triton.cdiv(b, n_slices)
-    slice_grads = _backward_slice_chunked if chunked else _backward_slice_step
+    slice_grads = {"step": _backward_slice_step, "chunked": _backward_slice_chunked, "seg": _backward_slice_seg}[kind]
     parts = [slice_grads(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
                          None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
              for i in range(0, b, bs)]
@@ -541,6 +699,16 @@ FWD_CHUNKED = ChunkConfig(4, 32, 2)
 BWD_CHUNKED = ChunkConfig(4, 16, 1)
 
 
+class SegConfig(NamedTuple):
+    """Launch settings of the segmented backward: steps per segment, channels per program, warps."""
+    seg: int
+    block_d: int
+    warps: int
+
+
+SEG = SegConfig(8, 32, 1)
+
+
 def use_chunked(l: int, backward: bool) -> bool:
     """Which kernel runs a sequence of l steps: chunked (True) or step by step (False).
 
@@ -555,6 +723,13 @@ def use_chunked(l: int, backward: bool) -> bool:
     for every fp32 scan, 4-warp step kernels).
     """
     return backward and l >= 512
+
+
+def backward_kernel(l: int) -> str:
+    """Which backward runs a sequence of l steps: "step", "chunked" or "seg" (segmented: a checkpoint every
+    ``SEG.seg`` states, each segment recomputed into an L2-sized buffer; tested against the oracle, not yet
+    timed on a GPU, so not chosen by default)."""
+    return "chunked" if use_chunked(l, backward=True) else "step"
 
 
 def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
@@ -656,6 +831,36 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
         **_flags(D, z, delta_bias, softplus), BLOCK_D=BLOCK_D, BLOCK_N=_block_n(n), num_warps=_NUM_WARPS,
     )
     del states
+    return _finish_grads(*grads, g)
+
+
+def _backward_slice_seg(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
+    """Gradients for one batch slice: a checkpoint every SEG_STEPS states into scratch, then the adjoint kernel,
+    which recomputes each segment's states into an L2-sized buffer as it walks back."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    g = B4.shape[1]
+    BLOCK_D, BLOCK_N = min(SEG.block_d, (d // g) & -(d // g)), _block_n(n)
+    nblk = triton.cdiv(d, BLOCK_D)
+    n_seg = triton.cdiv(l, SEG.seg)
+    ckpt = torch.empty((b, n_seg, d, n), device=u.device, dtype=torch.float32)  # (b, segments, d, n)
+    _fwd_kernel[(b, triton.cdiv(d, _block_d(d // g)))](
+        *_io_args(u, delta, A, B4, C4, D, None, delta_bias, ckpt), ckpt, ckpt,
+        d, l, n, d // g,
+        *_seq_strides(u, delta, None), 0, 0, 0, *_param_strides(A, B4, C4),
+        **_flags(D, None, delta_bias, softplus), STORE_STATES=False, BLOCK_D=_block_d(d // g),
+        BLOCK_N=_block_n(n), CKPT_EVERY=SEG.seg, WRITE_OUT=False, num_warps=_NUM_WARPS,
+    )
+    buf = torch.empty((b * nblk, 2, SEG.seg + 1, BLOCK_D, BLOCK_N), device=u.device, dtype=torch.float32)
+    grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
+    _bwd_seg_kernel[(b, nblk)](
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, ckpt), dout, ckpt, buf,
+        *(x if x is not None else ckpt for x in grads),
+        d, l, n, d // g, nblk, n_seg,
+        *_seq_strides(u, delta, z), *_strides3(dout), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, SEG=SEG.seg, num_warps=SEG.warps,
+    )
+    del ckpt, buf
     return _finish_grads(*grads, g)
 
 

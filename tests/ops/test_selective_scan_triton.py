@@ -9,15 +9,20 @@ import localmamba.ops.scan_triton as T
 torch.manual_seed(0)
 dev = "{device}"
 worst = 0.0
-default_policy = T.use_chunked
+default_policy, default_bwd = T.use_chunked, T.backward_kernel
+
+
+def use(kernel):  # force the step, chunked or segmented ("seg": step forward) kernels; None: the default choice
+    T.use_chunked = default_policy if kernel is None else (lambda *a, kernel=kernel, **k: kernel == "chunked")
+    T.backward_kernel = default_bwd if kernel is None else (lambda l, kernel=kernel: kernel)
 cases = [((1, 12, 5, 3, None), 0, 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1, 0), ((1, 6, 4, 5, 3), 1, 1, 0, 1, 0),
          ((3, 8, 7, 4, 2), 1, 1, 1, 1, 0), ((2, 8, 6, 4, 2), 1, 1, 1, 1, 1),
          # several chunks (and a partial last one) for the chunked kernels; d_state 1 as in LocalVMamba
          ((2, 8, 21, 4, 2), 1, 1, 1, 1, 1), ((2, 16, 19, 1, 4), 1, 1, 1, 1, 1)]
-# each case through the step-by-step kernels, the chunked ones, and the default choice between them
-policies = [lambda *a, **k: False, lambda *a, **k: True, default_policy]
-for ((b, d, l, n, g), D, z, bias, sp, tm), policy in [(c, p) for c in cases for p in policies]:
-    T.use_chunked = policy
+# each case through the step-by-step kernels, the chunked ones, the segmented backward, and the default choice
+kernels = ["step", "chunked", "seg", None]
+for ((b, d, l, n, g), D, z, bias, sp, tm), kernel in [(c, k) for c in cases for k in kernels]:
+    use(kernel)
     # tm: u, delta and z time-major, (b, d, l) views of (b, l, d) storage, as the GPU mixers pass them
     randn = (lambda b, d, l: torch.randn(b, l, d).transpose(1, 2)) if tm else torch.randn
     u = randn(b, d, l); dl = torch.rand(b, d, l) if not sp else randn(b, d, l) * 0.5
@@ -37,10 +42,12 @@ for ((b, d, l, n, g), D, z, bias, sp, tm), policy in [(c, p) for c in cases for 
         worst = max(worst, ((a - r).abs().max() / (r.abs().max() + 1e-6)).item())
 print("worst relative error", worst)
 assert worst < 1e-4, worst
-# batch slicing of the backward scratch (here one image a slice) gives the same gradients, both kernels
+# batch slicing of the backward scratch (here one image a slice) gives the same gradients, every kernel;
+# and segments of 3 steps (several, the last one partial) the same as the default length
 T._SCRATCH_ELEMENTS = 1
-for policy in policies[:2]:
-    T.use_chunked = policy
+T.SEG = T.SEG._replace(seg=3)
+for kernel in kernels[:3]:
+    use(kernel)
     sliced = torch.autograd.grad((selective_scan_triton(**inp, delta_softplus=bool(sp)) * w).sum(),
                                  list(inp.values()))
     for a, r in zip(sliced, grads):
@@ -57,8 +64,9 @@ dev = "{device}"
 # bf16 inputs, as under autocast: the kernels compute in fp32, keep the backward's state scratch in bf16 and
 # write the output in u's dtype or in out_dtype (fp32 for LocalVMamba); the oracle runs on the same values in fp32
 b, d, l, n, g = 2, 16, 13, 4, 2
-for chunked, out_dtype in [(False, None), (True, None), (False, torch.float32), (True, torch.float32)]:
-    T.use_chunked = lambda *a, chunked=chunked, **k: chunked
+for kernel, out_dtype in [(k, o) for o in (None, torch.float32) for k in ("step", "chunked", "seg")]:
+    T.use_chunked = lambda *a, kernel=kernel, **k: kernel == "chunked"
+    T.backward_kernel = lambda l, kernel=kernel: kernel
     half = dict(u=torch.randn(b, l, d).transpose(1, 2), delta=torch.randn(b, d, l) * 0.5, B=torch.randn(b, g, n, l),
                 C=torch.randn(b, g, n, l), z=torch.randn(b, d, l))
     half = {{k: v.to(dev, torch.bfloat16).requires_grad_(True) for k, v in half.items()}}
@@ -73,11 +81,11 @@ for chunked, out_dtype in [(False, None), (True, None), (False, torch.float32), 
     grads_ref = torch.autograd.grad((ref * w).sum(), [*up.values(), *full.values()])
     tol = 1e-2 if out_dtype is None else 2e-6  # the output's rounding to bf16, else fp32 arithmetic alone
     err = ((out.float() - ref).norm() / ref.norm()).item()
-    assert err < tol, (chunked, out_dtype, err)
+    assert err < tol, (kernel, out_dtype, err)
     for name, a, r in zip([*half, *full], grads, grads_ref):
         assert a.dtype == (torch.bfloat16 if name in half else torch.float32)
         err = ((a.float() - r).norm() / r.norm()).item()
-        assert err < 2e-2, (chunked, out_dtype, name, err)  # bf16 gradients and bf16 stored states
+        assert err < 2e-2, (kernel, out_dtype, name, err)  # bf16 gradients and bf16 stored states
 """
 
 
