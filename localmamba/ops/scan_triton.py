@@ -123,6 +123,25 @@ if triton is not None:
                 tl.store(o_p + t * so_l, y.to(out_ptr.dtype.element_ty), mask=mask_d)
 
     @triton.jit
+    def _adjoint_step(dh, h, h_prev, dy, u, draw, dt, Bt, Ct, A2, Dv, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr):
+        """One step of the adjoint recurrence, given dy_t and the states h_t, h_{t-1}: dh carried to step t-1
+        (a_t dh_t), and step t's dC and dB partial sums over the program's channels (BLOCK_N,), du, d delta
+        (BLOCK_D,) and dA's term (BLOCK_D, BLOCK_N). Bt, Ct: (BLOCK_N,) or (BLOCK_D, BLOCK_N)."""
+        dC_part = tl.sum(dy[:, None] * h, axis=0)
+        dh += dy[:, None] * Ct  # dh_t = C_t dy_t + a_{t+1} dh_{t+1}
+        a = tl.exp2(dt[:, None] * A2)
+        q = tl.sum(dh * Bt, axis=1)  # (BLOCK_D,); x_t = dt * B_t * u_t
+        du = dt * q
+        if HAS_D:
+            du += Dv * dy
+        dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
+        w = dh * a * h_prev  # a_t = exp(dt A): w = dh * a * h_{t-1}
+        ddt = u * q + tl.sum(w * A2, axis=1) * 0.6931471805599453  # A = A2 * ln 2
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(draw)
+        return dh * a, dC_part, dB_part, du, ddt, w * dt[:, None]
+
+    @triton.jit
     def _bwd_kernel(
         u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, y_ptr,
         du_ptr, ddl_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,
@@ -203,28 +222,14 @@ if triton is not None:
                 dy = dout
             if HAS_D:
                 dD_acc += dy * u
-            # dC_t (partial over this block's channels)
-            dC_part = tl.sum(dy[:, None] * h, axis=0)  # (BLOCK_N,)
-            tl.store(dCp_ptr + (part * l + t) * n + offs_n, dC_part, mask=mask_n)
-            dh += dy[:, None] * Ct  # dh_t = C_t dy_t + a_{t+1} dh_{t+1}
-            a = tl.exp2(dt[:, None] * A2)
-            # x_t = dt * B_t * u_t
-            q = tl.sum(dh * Bt, axis=1)  # (BLOCK_D,)
-            du = dt * q
-            if HAS_D:
-                du += Dv * dy
-            tl.store(du_ptr + g_p + t * d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
-            dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
-            tl.store(dBp_ptr + (part * l + t) * n + offs_n, dB_part, mask=mask_n)
-            # a_t = exp(dt A): w = dh * a * h_{t-1}
-            w = dh * a * h_prev
-            dA_acc += w * dt[:, None]
-            ddt = u * q + tl.sum(w * A2, axis=1) * 0.6931471805599453  # A = A2 * ln 2
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(draw)
+            dh, dC_part, dB_part, du, ddt, dA_t = _adjoint_step(dh, h, h_prev, dy, u, draw, dt, Bt, Ct, A2, Dv,
+                                                                HAS_D, SOFTPLUS)
+            dA_acc += dA_t
             dbias_acc += ddt
+            tl.store(dCp_ptr + (part * l + t) * n + offs_n, dC_part, mask=mask_n)
+            tl.store(dBp_ptr + (part * l + t) * n + offs_n, dB_part, mask=mask_n)
+            tl.store(du_ptr + g_p + t * d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
             tl.store(ddl_ptr + g_p + t * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d)
-            dh = dh * a
             h = h_prev
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
         if HAS_D:
@@ -358,26 +363,14 @@ if triton is not None:
                 dy = dout
             if HAS_D:
                 dD_acc += dy * u
-            dC_part = tl.sum(dy[:, None] * h, axis=0)  # (BLOCK_N,), over this program's channels
+            dh, dC_part, dB_part, du, ddt, dA_t = _adjoint_step(dh, h, h_prev, dy, u, draw, dt, Bt[None, :],
+                                                                Ct[None, :], A2, Dv, HAS_D, SOFTPLUS)
+            dA_acc += dA_t
+            dbias_acc += tl.where(v_r, ddt, 0.0)
             tl.store(dCp_ptr + (part * l + tr) * n + offs_n, dC_part, mask=mask_n & v_r)
-            dh += dy[:, None] * Ct[None, :]
-            a = tl.exp2(dt[:, None] * A2)
-            q = tl.sum(dh * Bt[None, :], axis=1)  # (BLOCK_D,)
-            du = dt * q
-            if HAS_D:
-                du += Dv * dy
-            tl.store(du_ptr + g_p + tr * d, du.to(du_ptr.dtype.element_ty), mask=mask_d & v_r)
-            dB_part = tl.sum(dh * (dt * u)[:, None], axis=0)
             tl.store(dBp_ptr + (part * l + tr) * n + offs_n, dB_part, mask=mask_n & v_r)
-            w = dh * a * h_prev  # a_t = exp(dt A)
-            dA_acc += w * dt[:, None]
-            ddt = u * q + tl.sum(w * A2, axis=1) * 0.6931471805599453  # A = A2 * ln 2
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(draw)
-            ddt = tl.where(v_r, ddt, 0.0)
-            dbias_acc += ddt
+            tl.store(du_ptr + g_p + tr * d, du.to(du_ptr.dtype.element_ty), mask=mask_d & v_r)
             tl.store(ddl_ptr + g_p + tr * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d & v_r)
-            dh = dh * a
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
         if HAS_D:
             tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
@@ -595,19 +588,21 @@ def _flags(D, z, delta_bias, softplus) -> dict:
     return dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
 
 
-def _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, states=None):
-    """The step-by-step forward into ``out`` (b, d, l), any strides; with ``states``, also every state,
-    (b, l, d, n)."""
+def _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, states=None, ckpt_every: int = 0):
+    """The step-by-step forward into ``out`` (b, d, l), any strides (None: no output); with ``states``, also
+    every state, (b, l, d, n), or with ``ckpt_every`` the state before every ckpt_every-th step,
+    (b, l / ckpt_every, d, n)."""
     b, d, l = u.shape
     n = A.shape[1]
     g = B4.shape[1]
     BLOCK_D = _block_d(d // g)
+    dummy = out if out is not None else states
     _fwd_kernel[(b, triton.cdiv(d, BLOCK_D))](
-        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, out), out, states if states is not None else out,
+        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dummy, states if states is not None else dummy,
         d, l, n, d // g,
-        *_seq_strides(u, delta, z), *_strides3(out), *_param_strides(A, B4, C4),
-        **_flags(D, z, delta_bias, softplus), STORE_STATES=states is not None, BLOCK_D=BLOCK_D,
-        BLOCK_N=_block_n(n), num_warps=_NUM_WARPS,
+        *_seq_strides(u, delta, z), *(_strides3(out) if out is not None else (0, 0, 0)), *_param_strides(A, B4, C4),
+        **_flags(D, z, delta_bias, softplus), STORE_STATES=states is not None and not ckpt_every, BLOCK_D=BLOCK_D,
+        BLOCK_N=_block_n(n), CKPT_EVERY=ckpt_every, WRITE_OUT=out is not None, num_warps=_NUM_WARPS,
     )
 
 
@@ -732,7 +727,7 @@ def backward_kernel(l: int) -> str:
     return "chunked" if use_chunked(l, backward=True) else "step"
 
 
-def _chunk_cfg(cfg: ChunkConfig, d_per_group: int, n: int):
+def _chunk_cfg(cfg: ChunkConfig | SegConfig, d_per_group: int, n: int):
     """(BLOCK_D, BLOCK_N): BLOCK_D divides d/g, so that no program straddles two groups."""
     return min(cfg.block_d, d_per_group & -d_per_group), _block_n(n)
 
@@ -840,17 +835,11 @@ def _backward_slice_seg(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     b, d, l = u.shape
     n = A.shape[1]
     g = B4.shape[1]
-    BLOCK_D, BLOCK_N = min(SEG.block_d, (d // g) & -(d // g)), _block_n(n)
+    BLOCK_D, BLOCK_N = _chunk_cfg(SEG, d // g, n)
     nblk = triton.cdiv(d, BLOCK_D)
     n_seg = triton.cdiv(l, SEG.seg)
     ckpt = torch.empty((b, n_seg, d, n), device=u.device, dtype=torch.float32)  # (b, segments, d, n)
-    _fwd_kernel[(b, triton.cdiv(d, _block_d(d // g)))](
-        *_io_args(u, delta, A, B4, C4, D, None, delta_bias, ckpt), ckpt, ckpt,
-        d, l, n, d // g,
-        *_seq_strides(u, delta, None), 0, 0, 0, *_param_strides(A, B4, C4),
-        **_flags(D, None, delta_bias, softplus), STORE_STATES=False, BLOCK_D=_block_d(d // g),
-        BLOCK_N=_block_n(n), CKPT_EVERY=SEG.seg, WRITE_OUT=False, num_warps=_NUM_WARPS,
-    )
+    _launch_fwd_step(u, delta, A, B4, C4, D, None, delta_bias, softplus, None, ckpt, ckpt_every=SEG.seg)
     buf = torch.empty((b * nblk, 2, SEG.seg + 1, BLOCK_D, BLOCK_N), device=u.device, dtype=torch.float32)
     grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
     _bwd_seg_kernel[(b, nblk)](
