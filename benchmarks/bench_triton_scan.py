@@ -3,13 +3,14 @@
     python benchmarks/bench_triton_scan.py                  # scan at three layer shapes, two layouts
     python benchmarks/bench_triton_scan.py --grid           # also the launch settings: warps x channels
     python benchmarks/bench_triton_scan.py --policy         # the kernels against each other, the models' real inputs
+    python benchmarks/bench_triton_scan.py --seg-grid       # the segmented backward's settings (SEG)
     python benchmarks/bench_triton_scan.py --train          # also CIFAR training images/s, eager and compiled
 
 Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR layer at batch 256, a
 LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with u, delta and z stored
-(B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32, so that the kernels
-``use_chunked`` picks run. Times are medians of CUDA events, ms, forward and forward+backward.
-``--grid`` sweeps the step-by-step kernels' launch settings (it forces them). To compare with an earlier kernel, check out its
+(B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32: the backward ``backward_kernel``
+picks for them runs. Times are medians of CUDA events, ms, forward and forward+backward.
+``--grid`` sweeps the step kernels' launch settings (it forces the step backward). To compare with an earlier kernel, check out its
 ``localmamba/ops/scan_triton.py`` and run again on the same machine.
 Figures: benchmarks/RESULTS.md, section "Selective scan, the op alone" (``bash benchmarks/gpu_suite.sh`` runs
 it with the rest).
@@ -17,6 +18,7 @@ it with the rest).
 from __future__ import annotations
 
 import argparse
+import itertools
 import timm
 import torch
 from bench_models import cuda_time, scan_ms, train_img_s
@@ -53,28 +55,51 @@ def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
 
 
 def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
-    """The kernels, forward and backward ms, at every scan call of the models (their real inputs), and
-    those :func:`use_chunked` and :func:`backward_kernel` pick for each ("seg": the step forward)."""
-    chosen, chosen_bwd = T.use_chunked, T.backward_kernel
+    """The two backwards, forward and backward ms, at every scan call of the models (their real inputs), and
+    the one :func:`backward_kernel` picks for each."""
+    chosen_bwd = T.backward_kernel
     for model in models:
         for mode, args in model_scan_calls(model):
             u, delta, A, B = args[:4]
             leaves = [a.requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
             row = {}
-            for kernel in ("step", "chunked", "seg"):
-                T.use_chunked = lambda *a, kernel=kernel, **k: kernel == "chunked"
-                T.backward_kernel = lambda l, kernel=kernel: kernel
+            for kernel in ("step", "seg"):
+                T.backward_kernel = lambda *a, kernel=kernel: kernel
                 f = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv), 10, warmup=3) * 1e3
                 fb = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv).sum().backward(), 10, warmup=3) * 1e3
                 row[kernel] = (f, fb - f)
-            T.use_chunked, T.backward_kernel = chosen, chosen_bwd
+            T.backward_kernel = chosen_bwd
             b, d, l = u.shape
-            pick = ["chunked" if chosen(l, backward=False) else "step", chosen_bwd(l)]
+            pick = chosen_bwd(l, T._scratch_dtype(u))
             print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
                   f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} "
                   + "  ".join(f"{k}: fwd {v[0]:6.2f} bwd {v[1]:6.2f}" for k, v in row.items())
-                  + f"  -> fwd {pick[0]}, bwd {pick[1]}", flush=True)
+                  + f"  -> bwd {pick}", flush=True)
             del leaves, args
+
+
+SEG_SHAPES = {"LocalVim-T": (128, 1536, 197, 16, 4), "LocalVMamba-T stage 1": (128, 768, 3136, 16, 4),
+              "LocalVMamba-T stage 3": (128, 3072, 196, 16, 4)}
+
+
+def seg_grid() -> None:
+    """Backward ms (forward+backward less forward) of the segmented kernel over its settings, fp32, time-major,
+    at a LocalVim-T layer and LocalVMamba-T's stage-1 and stage-3 layers (batch 128 at 224); the step kernel's
+    first, for scale. The best: the least sum of ratios to each shape's fastest setting."""
+    chosen, seg, totals = T.backward_kernel, T.SEG, {}
+
+    def bwd_ms(shp):
+        return scan_ms(*shp, "triton", True, True) - scan_ms(*shp, "triton", False, True)
+    T.backward_kernel = lambda *a: "step"
+    print("  step: " + "  ".join(f"{k} {bwd_ms(v):6.2f}" for k, v in SEG_SHAPES.items()), flush=True)
+    T.backward_kernel = lambda *a: "seg"
+    for cfg in itertools.product((4, 8, 16), (16, 32), (1, 2)):
+        T.SEG = T.SegConfig(*cfg)
+        totals[T.SEG] = [bwd_ms(v) for v in SEG_SHAPES.values()]
+        print(f"  seg {cfg}: " + "  ".join(f"{k} {v:6.2f}" for k, v in zip(SEG_SHAPES, totals[T.SEG])), flush=True)
+    T.backward_kernel, T.SEG = chosen, seg
+    fastest = [min(r[i] for r in totals.values()) for i in range(len(SEG_SHAPES))]
+    print("  best:", min(totals, key=lambda c: sum(v / f for v, f in zip(totals[c], fastest))), flush=True)
 
 
 def cifar(model: str, batch: int) -> tuple:
@@ -88,6 +113,7 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="also time CIFAR training steps, eager and compiled")
     ap.add_argument("--grid", action="store_true", help="also time the launch settings (warps x channels)")
     ap.add_argument("--policy", action="store_true", help="also time the kernels on the models' scan inputs")
+    ap.add_argument("--seg-grid", action="store_true", help="also time the segmented backward's settings")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     for name, shp in SHAPES.items():
@@ -95,15 +121,17 @@ def main() -> None:
             print(f"{name:28s} {shp} {'time-major' if tm else '(B, D, L)':10s}: "
                   f"fwd {scan_ms(*shp, 'triton', False, tm):6.2f} ms  fwd+bwd {scan_ms(*shp, 'triton', True, tm):6.2f} ms",
                   flush=True)
-    block_d, warps, chosen = T._block_d, T._NUM_WARPS, T.use_chunked
-    T.use_chunked = lambda *a, **k: False  # the grid's settings are the step kernels'
+    block_d, warps, chosen = T._block_d, T._NUM_WARPS, T.backward_kernel
+    T.backward_kernel = lambda *a: "step"  # the grid's settings are the step kernels'
     for name, shp in list(SHAPES.items())[:2] if args.grid else []:
         for w in (1, 2, 4):
             for cap in (16, 32, 64):
                 T._NUM_WARPS, T._block_d = w, (lambda dg, cap=cap: min(cap, dg & -dg))
                 print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "
                       f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
-    T._block_d, T._NUM_WARPS, T.use_chunked = block_d, warps, chosen
+    T._block_d, T._NUM_WARPS, T.backward_kernel = block_d, warps, chosen
+    if args.seg_grid:
+        seg_grid()
     if args.policy:
         policy_table()
     if args.train:

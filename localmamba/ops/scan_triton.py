@@ -1,25 +1,25 @@
-"""Triton selective scan: two kernel families, one program per (batch, block of channels).
+"""Triton selective scan: one program per (batch, block of channels), the sequence walked step by step.
 
-(Over 500 lines on purpose: four kernels, their launchers and the autograd Function are one algorithm whose
-helpers they share; split, a reader would chase the stride and chunk conventions across files.)
+(Over 500 lines on purpose: three kernels, their launchers and the autograd Function are one algorithm whose
+helpers they share; split, a reader would chase the stride and checkpoint conventions across files.)
 
 mamba-ssm's kernel runs, for each channel, a block-wide parallel scan over the sequence, state after
 state: built for long sequences. Vision sequences are short (196 tokens at 224/16) and wide (K*D = 1536
 channels per LocalVim-T layer), so here each program keeps the (BLOCK_D, N) state of BLOCK_D channels in
-registers, b*d/BLOCK_D independent programs fill the GPU, and the sequence is walked in one of two ways:
+registers, b*d/BLOCK_D independent programs fill the GPU, and the sequence is walked one step a loop
+iteration, its loads issued one step ahead (each step is one exp and a few FMAs per state).
 
-- **step by step** (``_fwd_kernel``, ``_bwd_kernel``): one step a loop iteration, its loads issued one
-  step ahead. Each step is one exp and a few FMAs per state; best when the state is wide (d_state 16).
-- **chunked** (``_fwd_chunk_kernel``, ``_bwd_chunk_kernel``): a chunk of CHUNK steps is loaded as
-  (CHUNK, BLOCK_D) tiles at once and its recurrence runs as ``tl.associative_scan`` along time, the
-  state entering at the chunk's first step. Its backward keeps one state per chunk, not every state:
-  the scratch that long sequences need.
+The forward (``_fwd_kernel``) writes the output. The backward recomputes the forward's states, then runs
+the adjoint recurrence backwards in time, dh_t = C_t dy_t + a_{t+1} dh_{t+1}, in one of two ways
+(:func:`backward_kernel` picks, from measurements):
 
-:func:`use_chunked` picks one per direction, from measurements: the step kernels, except for the
-backward of long sequences. Backward: the forward recurrence is
-recomputed into a scratch buffer (every state for the step kernel; the state before each chunk for the
-chunked one), then the adjoint recurrence runs backwards in time (the chunked one: a reverse
-associative scan per chunk, dh_t = C_t dy_t + a_{t+1} dh_{t+1}, with a_t h_{t-1} taken as h_t - x_t).
+- **step** (``_bwd_kernel``): every state recomputed into a (b, l, d, n) scratch first, in the inputs'
+  16-bit dtype under autocast; the fastest for short 16-bit sequences (LocalVim-T in training).
+- **segmented** (``_bwd_seg_kernel``): only the state before every ``SEG.seg``-th step is stored; the
+  backward kernel recomputes each segment's states from its checkpoint into a small per-program buffer
+  that stays in L2, beside the adjoint walk through the segment after it. A fraction of the scratch
+  traffic and memory: the fastest for fp32 states and long sequences (LocalVMamba-T).
+
 Reductions over channels (dB, dC) and over the batch (dA, dD, d delta_bias) are written as per-program
 partial sums and added up afterwards: deterministic, no atomics. Any input strides work, but the
 time-major ones are the fast ones: a (b, d, l) view of (b, l, d) storage, as the GPU mixers pass, lets a
@@ -259,7 +259,7 @@ if triton is not None:
         mask_d = offs_d < d
         mask_n = offs_n < n
         mask_dn = mask_d[:, None] & mask_n[None, :]
-        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _block_d)
+        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _seg_cfg)
         A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
                                        HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
         u_p = u_ptr + pid_b * su_b + offs_d * su_d
@@ -331,7 +331,7 @@ if triton is not None:
             krn = SEG - 1 - kfn
             srn = sfn + 1
             trn = srn * SEG + krn
-            vrn = trn < l
+            vrn = (trn >= 0) & (trn < l)  # past the last iteration trn < 0: nothing to load
             u_r = tl.load(u_p + trn * su_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
             dr_r = tl.load(dl_p + trn * sdl_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
             do_r = tl.load(do_p + trn * sdo_l, mask=mask_d & vrn, other=0.0).to(tl.float32)
@@ -371,184 +371,6 @@ if triton is not None:
             tl.store(dBp_ptr + (part * l + tr) * n + offs_n, dB_part, mask=mask_n & v_r)
             tl.store(du_ptr + g_p + tr * d, du.to(du_ptr.dtype.element_ty), mask=mask_d & v_r)
             tl.store(ddl_ptr + g_p + tr * d, ddt.to(ddl_ptr.dtype.element_ty), mask=mask_d & v_r)
-        tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
-        if HAS_D:
-            tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
-        if HAS_BIAS:
-            tl.store(dbiasp_ptr + pid_b * d + offs_d, dbias_acc, mask=mask_d)
-
-
-    @triton.jit
-    def _combine(a1, x1, a2, x2):
-        # (a1, x1) then (a2, x2): h -> a2 * (a1 * h + x1) + x2
-        return a1 * a2, a2 * x1 + x2
-
-    @triton.jit
-    def _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h0, rows,
-                      HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        """One chunk's inputs and states, both chunked kernels' recurrence: u, delta before softplus
-        (bias added), delta, B (CHUNK rows each), x = delta B u and h_t = a_t h_{t-1} + x_t from h0,
-        the state before the chunk, with a_t = exp(delta_t A)."""
-        u = tl.load(u_p + t[:, None] * su_l, mask=m2, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_D)
-        draw = tl.load(dl_p + t[:, None] * sdl_l, mask=m2, other=0.0).to(tl.float32)
-        Bt = tl.load(B_p + t[:, None] * sB_l, mask=mtn, other=0.0).to(tl.float32)  # (CHUNK, BLOCK_N)
-        if HAS_BIAS:
-            draw += bias[None, :]
-        if SOFTPLUS:
-            dt = _softplus(draw)
-        else:
-            dt = draw
-        dt = tl.where(m2, dt, 0.0)  # steps past the end: a = 1, x = 0
-        a = tl.exp2(dt[:, :, None] * A2[None, :, :])  # (CHUNK, BLOCK_D, BLOCK_N)
-        x = (dt * u)[:, :, None] * Bt[:, None, :]  # (CHUNK, BLOCK_D, BLOCK_N)
-        xin = tl.where(rows[:, None, None] == 0, x + a * h0[None, :, :], x)  # the carry enters step 0
-        _, hs = tl.associative_scan((a, xin), 0, _combine)  # h_t = a_t h_{t-1} + x_t within the chunk
-        return u, draw, dt, Bt, a, x, hs
-
-    @triton.jit
-    def _fwd_chunk_kernel(
-        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-        d, l, n, d_per_group, n_chunks,
-        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, so_b, so_d, so_l,
-        sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
-        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        STORE_STATES: tl.constexpr, WRITE_OUT: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-    ):
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-        offs_n = tl.arange(0, BLOCK_N)  # (BLOCK_N,)
-        rows = tl.arange(0, CHUNK)  # (CHUNK,) steps of a chunk
-        mask_d = offs_d < d
-        mask_n = offs_n < n
-        mask_dn = mask_d[:, None] & mask_n[None, :]
-        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _chunk_cfg)
-        A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
-                                       HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
-        u_p = u_ptr + pid_b * su_b + offs_d[None, :] * su_d  # (1, BLOCK_D)
-        dl_p = dl_ptr + pid_b * sdl_b + offs_d[None, :] * sdl_d
-        o_p = out_ptr + pid_b * so_b + offs_d[None, :] * so_d
-        B_p = B_ptr + pid_b * sB_b + grp * sB_g + offs_n[None, :] * sB_n  # (1, BLOCK_N)
-        C_p = C_ptr + pid_b * sC_b + grp * sC_g + offs_n[None, :] * sC_n
-        if HAS_Z:
-            z_p = z_ptr + pid_b * sz_b + offs_d[None, :] * sz_d
-        s_p = states_ptr + (pid_b * n_chunks * d + offs_d[:, None]) * n + offs_n[None, :]  # (b, chunks, d, n)
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # the state before the chunk
-        for c in range(n_chunks):
-            t = c * CHUNK + rows  # (CHUNK,)
-            m_t = t < l
-            m2 = m_t[:, None] & mask_d[None, :]  # (CHUNK, BLOCK_D)
-            mtn = m_t[:, None] & mask_n[None, :]  # (CHUNK, BLOCK_N)
-            if STORE_STATES:
-                tl.store(s_p + c * d * n, h.to(states_ptr.dtype.element_ty), mask=mask_dn)
-            u, _, _, _, _, _, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h, rows,
-                                                 HAS_BIAS, SOFTPLUS)  # (CHUNK, BLOCK_D), (CHUNK, BLOCK_D, BLOCK_N)
-            h = tl.sum(tl.where(rows[:, None, None] == CHUNK - 1, hs, 0.0), axis=0)  # (BLOCK_D, BLOCK_N)
-            if WRITE_OUT:
-                Ct = tl.load(C_p + t[:, None] * sC_l, mask=mtn, other=0.0).to(tl.float32)
-                y = tl.sum(hs * Ct[:, None, :], axis=2)  # (CHUNK, BLOCK_D)
-                if HAS_D:
-                    y += Dv[None, :] * u
-                if HAS_Z:
-                    z = tl.load(z_p + t[:, None] * sz_l, mask=m2, other=0.0).to(tl.float32)
-                    y = y * z * tl.sigmoid(z)
-                tl.store(o_p + t[:, None] * so_l, y.to(out_ptr.dtype.element_ty), mask=m2)
-
-    @triton.jit
-    def _bwd_chunk_kernel(
-        u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr,
-        du_ptr, ddl_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,
-        d, l, n, d_per_group, n_dblocks, n_chunks,
-        su_b, su_d, su_l, sdl_b, sdl_d, sdl_l, sz_b, sz_d, sz_l, sdo_b, sdo_d, sdo_l,
-        sA_d, sA_n, sB_b, sB_g, sB_n, sB_l, sC_b, sC_g, sC_n, sC_l,
-        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-    ):
-        pid_b = tl.program_id(0).to(tl.int64)
-        pid_d = tl.program_id(1)
-        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        offs_n = tl.arange(0, BLOCK_N)
-        rows = tl.arange(0, CHUNK)
-        mask_d = offs_d < d
-        mask_n = offs_n < n
-        mask_dn = mask_d[:, None] & mask_n[None, :]
-        grp = (pid_d * BLOCK_D) // d_per_group
-        A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
-                                       HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
-        u_p = u_ptr + pid_b * su_b + offs_d[None, :] * su_d
-        dl_p = dl_ptr + pid_b * sdl_b + offs_d[None, :] * sdl_d
-        do_p = dout_ptr + pid_b * sdo_b + offs_d[None, :] * sdo_d
-        B_p = B_ptr + pid_b * sB_b + grp * sB_g + offs_n[None, :] * sB_n
-        C_p = C_ptr + pid_b * sC_b + grp * sC_g + offs_n[None, :] * sC_n
-        if HAS_Z:
-            z_p = z_ptr + pid_b * sz_b + offs_d[None, :] * sz_d
-        s_p = states_ptr + (pid_b * n_chunks * d + offs_d[:, None]) * n + offs_n[None, :]
-        g_p = pid_b * l * d + offs_d[None, :]  # (1, BLOCK_D): time-major (b, l, d) gradients
-        part = pid_b * n_dblocks + pid_d  # this program's partial sums of dB, dC: (b, d-blocks, l, n)
-        carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # a_t1 * dh_t1, t1 = first step after the chunk
-        dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-        for i in range(n_chunks):
-            c = n_chunks - 1 - i
-            t = c * CHUNK + rows
-            m_t = t < l
-            m2 = m_t[:, None] & mask_d[None, :]
-            mtn = m_t[:, None] & mask_n[None, :]
-            # the step after each row, inside this chunk (the chunk's last row gets the carry instead)
-            m_nx = (t + 1 < l) & (rows < CHUNK - 1)
-            m2nx = m_nx[:, None] & mask_d[None, :]
-            dtn = tl.load(dl_p + (t[:, None] + 1) * sdl_l, mask=m2nx, other=0.0).to(tl.float32)
-            dout = tl.load(do_p + t[:, None] * sdo_l, mask=m2, other=0.0).to(tl.float32)
-            Ct = tl.load(C_p + t[:, None] * sC_l, mask=mtn, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                dtn += bias[None, :]
-            if SOFTPLUS:
-                dtn = _softplus(dtn)
-            # recompute the chunk's states from the stored state before it
-            h0 = tl.load(s_p + c * d * n, mask=mask_dn, other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
-            u, draw, dt, Bt, a, x, hs = _chunk_states(u_p, dl_p, B_p, t, m2, mtn, su_l, sdl_l, sB_l, A2, bias, h0,
-                                                      rows, HAS_BIAS, SOFTPLUS)
-            dtu = dt * u  # (CHUNK, BLOCK_D)
-            if HAS_Z:
-                z = tl.load(z_p + t[:, None] * sz_l, mask=m2, other=0.0).to(tl.float32)
-                y = tl.sum(hs * Ct[:, None, :], axis=2)  # (CHUNK, BLOCK_D) ungated output
-                if HAS_D:
-                    y += Dv[None, :] * u
-                sz = tl.sigmoid(z)
-                dz = dout * y * sz * (1.0 + z * (1.0 - sz))
-                tl.store(dz_ptr + g_p + t[:, None] * d, dz.to(dz_ptr.dtype.element_ty), mask=m2)
-                dy = dout * z * sz
-            else:
-                dy = dout
-            if HAS_D:
-                dD_acc += tl.sum(dy * u, axis=0)
-            dC_part = tl.sum(dy[:, :, None] * hs, axis=1)  # (CHUNK, BLOCK_N), over this program's channels
-            tl.store(dCp_ptr + (part * l + t[:, None]) * n + offs_n[None, :], dC_part, mask=mtn)
-            # adjoint recurrence, backwards: dh_t = C_t dy_t + a_{t+1} dh_{t+1}
-            a_nx = tl.where(m2nx[:, :, None], tl.exp2(dtn[:, :, None] * A2[None, :, :]), 0.0)
-            gr = dy[:, :, None] * Ct[:, None, :]
-            gr = tl.where(rows[:, None, None] == CHUNK - 1, gr + carry[None, :, :], gr)
-            _, dh = tl.associative_scan((a_nx, gr), 0, _combine, reverse=True)  # (CHUNK, BLOCK_D, BLOCK_N)
-            q = tl.sum(dh * Bt[:, None, :], axis=2)  # (CHUNK, BLOCK_D)
-            du = dt * q
-            if HAS_D:
-                du += Dv[None, :] * dy
-            tl.store(du_ptr + g_p + t[:, None] * d, du.to(du_ptr.dtype.element_ty), mask=m2)
-            dB_part = tl.sum(dh * dtu[:, :, None], axis=1)  # (CHUNK, BLOCK_N)
-            tl.store(dBp_ptr + (part * l + t[:, None]) * n + offs_n[None, :], dB_part, mask=mtn)
-            w = dh * (hs - x)  # dh_t * a_t * h_{t-1}
-            dA_acc += tl.sum(w * dt[:, :, None], axis=0)
-            ddt = u * q + tl.sum(w * A2[None, :, :], axis=2) * 0.6931471805599453
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(draw)
-            ddt = tl.where(m2, ddt, 0.0)
-            dbias_acc += tl.sum(ddt, axis=0)
-            tl.store(ddl_ptr + g_p + t[:, None] * d, ddt.to(ddl_ptr.dtype.element_ty), mask=m2)
-            # carry for the chunk before: a_t0 * dh_t0
-            first = rows[:, None, None] == 0
-            carry = tl.sum(tl.where(first, a * dh, 0.0), axis=0)
         tl.store(dAp_ptr + (pid_b * d + offs_d[:, None]) * n + offs_n[None, :], dA_acc, mask=mask_dn)
         if HAS_D:
             tl.store(dDp_ptr + pid_b * d + offs_d, dD_acc, mask=mask_d)
@@ -619,10 +441,7 @@ def _scan_forward(u, delta, A, B, C, D, z, delta_bias, softplus: bool, out_dtype
     """The forward kernel's output, (b, d, l) in u's layout (time-major u gives a time-major output)."""
     B4, C4 = _groups(B, C)
     out = torch.empty_like(u, dtype=out_dtype)  # (b, d, l)
-    if use_chunked(u.shape[2], backward=False):
-        _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, None, FWD_CHUNKED)
-    else:
-        _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out)
+    _launch_fwd_step(u, delta, A, B4, C4, D, z, delta_bias, softplus, out)
     return out
 
 
@@ -632,14 +451,14 @@ def _scan_backward(u, delta, A, B, C, D, z, delta_bias, softplus: bool, dout) ->
     B4, C4 = _groups(B, C)
     b, d, l = u.shape
     n = A.shape[1]
-    # The backward keeps states of a batch slice in a scratch (_scratch_dtype), (bs, l, d, n) for the step kernel
-    # and (bs, l / chunk, d, n) for the chunked one: slice the batch to stay under _SCRATCH_ELEMENTS,
-    # into slices of equal size (a small last slice would leave most of the GPU idle)
-    kind = backward_kernel(l)
-    per_image = d * n * {"step": l, "chunked": triton.cdiv(l, BWD_CHUNKED.chunk), "seg": triton.cdiv(l, SEG.seg)}[kind]
+    # The backward keeps states of a batch slice in a scratch, (bs, l, d, n) for the step kernel and
+    # (bs, l / SEG.seg, d, n) for the segmented one: slice the batch to stay under _SCRATCH_ELEMENTS, into
+    # slices of equal size (a small last slice would leave most of the GPU idle)
+    kind = backward_kernel(l, _scratch_dtype(u))
+    per_image = d * n * (l if kind == "step" else triton.cdiv(l, SEG.seg))
     n_slices = triton.cdiv(b, max(1, _SCRATCH_ELEMENTS // max(1, per_image)))
     bs = triton.cdiv(b, n_slices)
-    slice_grads = {"step": _backward_slice_step, "chunked": _backward_slice_chunked, "seg": _backward_slice_seg}[kind]
+    slice_grads = _backward_slice_step if kind == "step" else _backward_slice_seg
     parts = [slice_grads(u[i:i + bs], delta[i:i + bs], A, B4[i:i + bs], C4[i:i + bs], D,
                          None if z is None else z[i:i + bs], delta_bias, dout[i:i + bs], softplus)
              for i in range(0, b, bs)]
@@ -680,20 +499,6 @@ _NUM_WARPS = 1
 _BLOCK_D = 32
 
 
-class ChunkConfig(NamedTuple):
-    """Launch settings of the chunked kernels: steps per chunk, channels per program, warps."""
-    chunk: int
-    block_d: int
-    warps: int
-
-
-#: Settings of the chunked kernels: the states pass (forward, storing the state before each chunk) and the
-#: backward; the fastest of a grid (chunks of 2-8 steps, 16-64 channels, 1-4 warps) at LocalVMamba-T's
-#: stage-1 and stage-3 scans, batch 128 at 224, fp32, H200.
-FWD_CHUNKED = ChunkConfig(4, 32, 2)
-BWD_CHUNKED = ChunkConfig(4, 16, 1)
-
-
 class SegConfig(NamedTuple):
     """Launch settings of the segmented backward: steps per segment, channels per program, warps."""
     seg: int
@@ -701,52 +506,28 @@ class SegConfig(NamedTuple):
     warps: int
 
 
-SEG = SegConfig(8, 32, 1)
+#: The fastest of a grid (segments of 4, 8 or 16 steps, 16 or 32 channels, 1 or 2 warps) at a LocalVim-T
+#: layer and LocalVMamba-T's stage-1 and stage-3 layers, batch 128 at 224, fp32, time-major, H100
+#: (backward ms: 3.40 / 26.9 / 6.68; (8, 32, 1) 3.77 / 30.1 / 7.37; (4, 16, 1) 3.90 / 31.5 / 7.51).
+SEG = SegConfig(4, 32, 1)
 
 
-def use_chunked(l: int, backward: bool) -> bool:
-    """Which kernel runs a sequence of l steps: chunked (True) or step by step (False).
+def backward_kernel(l: int, scratch_dtype: torch.dtype) -> str:
+    """Which backward runs a sequence of l steps whose states are kept in ``scratch_dtype``: "step" or "seg".
 
-    Measured on an H200 at the models' own scan inputs, batch 128 at 224. The step kernels win every
-    forward (LocalVMamba-T stage 1, 3136 steps: 4.7 ms against 5.4 for the best chunked setting) and
-    the backward of short sequences (LocalVim-T: 1.05 + 1.45 ms against 0.97 + 4.06 for states pass and
-    backward). But the step backward stores every state, (b, l, d, n): 20 and 10 GiB a layer in fp32 at
-    LocalVMamba-T's 3136- and 784-step stages, which then run in batch slices that leave the GPU half
-    idle, where the chunked backward stores one state in 4. Whole LocalVMamba-T training steps, the
-    policies one after another in one process: 364 img/s with this rule, 359 with the step kernels
-    everywhere and no slicing (20 GiB scratch), 310 sliced at 8 GiB, 333 with the earlier rule (chunked
-    for every fp32 scan, 4-warp step kernels).
+    Measured on an H100 at the models' own scan inputs, batch 128 at 224 (``bench_triton_scan.py --policy``):
+    the segmented backward wins wherever the states are fp32 (LocalVim-T 2.90 ms against 3.36 for the step
+    kernel; LocalVMamba-T's 3136-, 784- and 196-step stages 22.4 / 11.3 / 5.77 against 37.7 / 17.1 / 6.58),
+    the step kernel where they are 16-bit and short (LocalVim-T under autocast: 2.43 against 2.95), its
+    scratch then half the traffic. Long 16-bit sequences take the segmented one for its memory: the step
+    kernel's scratch grows with l.
     """
-    return backward and l >= 512
+    return "step" if scratch_dtype in (torch.bfloat16, torch.float16) and l < 512 else "seg"
 
 
-def backward_kernel(l: int) -> str:
-    """Which backward runs a sequence of l steps: "step", "chunked" or "seg" (segmented: a checkpoint every
-    ``SEG.seg`` states, each segment recomputed into an L2-sized buffer; tested against the oracle, not yet
-    timed on a GPU, so not chosen by default)."""
-    return "chunked" if use_chunked(l, backward=True) else "step"
-
-
-def _chunk_cfg(cfg: ChunkConfig | SegConfig, d_per_group: int, n: int):
-    """(BLOCK_D, BLOCK_N): BLOCK_D divides d/g, so that no program straddles two groups."""
-    return min(cfg.block_d, d_per_group & -d_per_group), _block_n(n)
-
-
-def _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, out, states, cfg: ChunkConfig):
-    """The chunked forward: writes out (if given) and/or the state before each chunk (if states is given)."""
-    b, d, l = u.shape
-    n = A.shape[1]
-    g = B4.shape[1]
-    BLOCK_D, BLOCK_N = _chunk_cfg(cfg, d // g, n)
-    n_chunks = triton.cdiv(l, cfg.chunk)
-    dummy = out if out is not None else states
-    _fwd_chunk_kernel[(b, triton.cdiv(d, BLOCK_D))](
-        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dummy, states if states is not None else dummy,
-        d, l, n, d // g, n_chunks,
-        *_seq_strides(u, delta, z), *(_strides3(out) if out is not None else (0, 0, 0)), *_param_strides(A, B4, C4),
-        **_flags(D, z, delta_bias, softplus), STORE_STATES=states is not None, WRITE_OUT=out is not None,
-        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=cfg.chunk, num_warps=cfg.warps,
-    )
+def _seg_cfg(d_per_group: int, n: int) -> tuple[int, int]:
+    """(BLOCK_D, BLOCK_N) of the segmented backward: BLOCK_D divides d/g, so that no program straddles two groups."""
+    return min(SEG.block_d, d_per_group & -d_per_group), _block_n(n)
 
 
 def _grad_buffers(u, n: int, nblk: int, delta, z, D, delta_bias) -> list:
@@ -782,30 +563,6 @@ def _scratch_dtype(u: torch.Tensor) -> torch.dtype:
     return u.dtype if u.dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
-def _backward_slice_chunked(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
-    """Gradients for one batch slice: the states at chunk starts into scratch, then the adjoint kernel."""
-    b, d, l = u.shape
-    n = A.shape[1]
-    g = B4.shape[1]
-    cfg = BWD_CHUNKED
-    BLOCK_D, BLOCK_N = _chunk_cfg(cfg, d // g, n)
-    nblk = triton.cdiv(d, BLOCK_D)
-    n_chunks = triton.cdiv(l, cfg.chunk)
-    states = torch.empty((b, n_chunks, d, n), device=u.device, dtype=_scratch_dtype(u))  # (b, chunks, d, n)
-    _launch_fwd_chunk(u, delta, A, B4, C4, D, z, delta_bias, softplus, None, states, cfg)
-    grads = _grad_buffers(u, n, nblk, delta, z, D, delta_bias)
-    dummy = states
-    _bwd_chunk_kernel[(b, nblk)](
-        *_io_args(u, delta, A, B4, C4, D, z, delta_bias, dummy), dout, states,
-        *(x if x is not None else dummy for x in grads),
-        d, l, n, d // g, nblk, n_chunks,
-        *_seq_strides(u, delta, z), *_strides3(dout), *_param_strides(A, B4, C4),
-        **_flags(D, z, delta_bias, softplus), BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=cfg.chunk, num_warps=cfg.warps,
-    )
-    del states
-    return _finish_grads(*grads, g)
-
-
 def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     """Gradients for one batch slice: recompute all states into scratch, then the adjoint kernel."""
     b, d, l = u.shape
@@ -830,12 +587,12 @@ def _backward_slice_step(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
 
 
 def _backward_slice_seg(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
-    """Gradients for one batch slice: a checkpoint every SEG_STEPS states into scratch, then the adjoint kernel,
+    """Gradients for one batch slice: a checkpoint every SEG.seg states into scratch, then the adjoint kernel,
     which recomputes each segment's states into an L2-sized buffer as it walks back."""
     b, d, l = u.shape
     n = A.shape[1]
     g = B4.shape[1]
-    BLOCK_D, BLOCK_N = _chunk_cfg(SEG, d // g, n)
+    BLOCK_D, BLOCK_N = _seg_cfg(d // g, n)
     nblk = triton.cdiv(d, BLOCK_D)
     n_seg = triton.cdiv(l, SEG.seg)
     ckpt = torch.empty((b, n_seg, d, n), device=u.device, dtype=torch.float32)  # (b, segments, d, n)

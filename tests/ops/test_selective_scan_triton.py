@@ -9,18 +9,17 @@ import localmamba.ops.scan_triton as T
 torch.manual_seed(0)
 dev = "{device}"
 worst = 0.0
-default_policy, default_bwd = T.use_chunked, T.backward_kernel
+default_bwd = T.backward_kernel
 
 
-def use(kernel):  # force the step, chunked or segmented ("seg": step forward) kernels; None: the default choice
-    T.use_chunked = default_policy if kernel is None else (lambda *a, kernel=kernel, **k: kernel == "chunked")
-    T.backward_kernel = default_bwd if kernel is None else (lambda l, kernel=kernel: kernel)
+def use(kernel):  # force the step or the segmented backward; None: the default choice
+    T.backward_kernel = default_bwd if kernel is None else (lambda *a, kernel=kernel: kernel)
 cases = [((1, 12, 5, 3, None), 0, 0, 0, 0, 0), ((2, 16, 9, 16, 4), 1, 0, 1, 1, 0), ((1, 6, 4, 5, 3), 1, 1, 0, 1, 0),
          ((3, 8, 7, 4, 2), 1, 1, 1, 1, 0), ((2, 8, 6, 4, 2), 1, 1, 1, 1, 1),
-         # several chunks (and a partial last one) for the chunked kernels; d_state 1 as in LocalVMamba
+         # several segments (and a partial last one) for the segmented backward; d_state 1 as in LocalVMamba
          ((2, 8, 21, 4, 2), 1, 1, 1, 1, 1), ((2, 16, 19, 1, 4), 1, 1, 1, 1, 1)]
-# each case through the step-by-step kernels, the chunked ones, the segmented backward, and the default choice
-kernels = ["step", "chunked", "seg", None]
+# each case through the step backward, the segmented one, and the default choice
+kernels = ["step", "seg", None]
 for ((b, d, l, n, g), D, z, bias, sp, tm), kernel in [(c, k) for c in cases for k in kernels]:
     use(kernel)
     # tm: u, delta and z time-major, (b, d, l) views of (b, l, d) storage, as the GPU mixers pass them
@@ -46,7 +45,7 @@ assert worst < 1e-4, worst
 # and segments of 3 steps (several, the last one partial) the same as the default length
 T._SCRATCH_ELEMENTS = 1
 T.SEG = T.SEG._replace(seg=3)
-for kernel in kernels[:3]:
+for kernel in kernels[:2]:
     use(kernel)
     sliced = torch.autograd.grad((selective_scan_triton(**inp, delta_softplus=bool(sp)) * w).sum(),
                                  list(inp.values()))
@@ -64,9 +63,8 @@ dev = "{device}"
 # bf16 inputs, as under autocast: the kernels compute in fp32, keep the backward's state scratch in bf16 and
 # write the output in u's dtype or in out_dtype (fp32 for LocalVMamba); the oracle runs on the same values in fp32
 b, d, l, n, g = 2, 16, 13, 4, 2
-for kernel, out_dtype in [(k, o) for o in (None, torch.float32) for k in ("step", "chunked", "seg")]:
-    T.use_chunked = lambda *a, kernel=kernel, **k: kernel == "chunked"
-    T.backward_kernel = lambda l, kernel=kernel: kernel
+for kernel, out_dtype in [(k, o) for o in (None, torch.float32) for k in ("step", "seg")]:
+    T.backward_kernel = lambda *a, kernel=kernel: kernel
     half = dict(u=torch.randn(b, l, d).transpose(1, 2), delta=torch.randn(b, d, l) * 0.5, B=torch.randn(b, g, n, l),
                 C=torch.randn(b, g, n, l), z=torch.randn(b, d, l))
     half = {{k: v.to(dev, torch.bfloat16).requires_grad_(True) for k, v in half.items()}}
