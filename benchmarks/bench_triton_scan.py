@@ -30,27 +30,28 @@ SHAPES = {"LocalVim-T CIFAR b256": (256, 1536, 65, 16, 4), "LocalVim-T 224 b128"
           "LocalVMamba-T stage 1 b128": (128, 768, 3136, 16, 4)}
 def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
     """The selective-scan calls of one forward of ``model`` (one per distinct input signature), in fp32
-    and under bf16 autocast: their real shapes, strides and dtypes (SS2D scans fp32 u with bf16 delta,
-    B, C under autocast; LocalVim's mixer all bf16)."""
-    from localmamba.ops.scan import SCAN  # the scan's backend table, which the entry point dispatches through
-    real, calls, seen = SCAN.impls["triton"], [], set()
+    and under bf16 autocast: their real shapes, strides and dtypes, and out_dtype last (LocalVMamba-T's SS2D
+    scans its bf16 activations with an fp32 output under autocast; LocalVim's mixer is all bf16)."""
+    import localmamba.ops.scan as S  # the entry point: the backend table, or the Triton op itself for out_dtype
+    real, real_out, calls, seen = S.SCAN.impls["triton"], S.selective_scan_triton, [], set()
 
-    def record(*args):
+    def record(*args, out_dtype=None):
+        args = (*args, out_dtype)
         key = tuple((tuple(a.shape), a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args)
         if key not in seen:
             seen.add(key)
             calls.append((mode, tuple(torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device)
                                       .copy_(a) if torch.is_tensor(a) else a for a in args)))
-        return real(*args)
+        return real_out(*args)
     m = timm.create_model(model, backend="triton").cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
-    SCAN.impls["triton"] = record
+    S.SCAN.impls["triton"] = S.selective_scan_triton = record
     try:
         for mode, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
             with torch.no_grad(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
                 m(x)
     finally:
-        SCAN.impls["triton"] = real
+        S.SCAN.impls["triton"], S.selective_scan_triton = real, real_out
     return calls
 
 
@@ -71,8 +72,9 @@ def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
             T.backward_kernel = chosen_bwd
             b, d, l = u.shape
             pick = chosen_bwd(l, T._scratch_dtype(u))
+            out = args[9] or u.dtype
             print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
-                  f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} "
+                  f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} out {str(out)[6:]:8s} "
                   + "  ".join(f"{k}: fwd {v[0]:6.2f} bwd {v[1]:6.2f}" for k, v in row.items())
                   + f"  -> bwd {pick}", flush=True)
             del leaves, args
