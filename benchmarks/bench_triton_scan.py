@@ -10,14 +10,15 @@ Shapes are (batch, K*d_inner, length, d_state, groups K): a LocalVim-T CIFAR lay
 LocalVim-T layer at batch 128 (224 px), a LocalVMamba-T stage-1 layer; each with u, delta and z stored
 (B, D, L) and time-major ((B, L, D) storage, what the GPU mixers pass), fp32: the backward ``backward_kernel``
 picks for them runs. Times are medians of CUDA events, ms, forward and forward+backward.
-``--grid`` sweeps the step kernels' launch settings (it forces the step backward). To compare with an earlier kernel, check out its
-``localmamba/ops/scan_triton.py`` and run again on the same machine.
+``--grid`` sweeps the step kernels' launch settings (it forces the step backward). To compare with an earlier
+kernel, check out its ``localmamba/ops/scan_triton.py`` and run again on the same machine.
 Figures: benchmarks/RESULTS.md, section "Selective scan, the op alone" (``bash benchmarks/gpu_suite.sh`` runs
 it with the rest).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import timm
 import torch
@@ -28,6 +29,17 @@ import localmamba.ops.scan_triton as T
 
 SHAPES = {"LocalVim-T CIFAR b256": (256, 1536, 65, 16, 4), "LocalVim-T 224 b128": (128, 1536, 197, 16, 4),
           "LocalVMamba-T stage 1 b128": (128, 768, 3136, 16, 4)}
+@contextlib.contextmanager
+def backward_forced(kernel: str):
+    """Every scan's backward through ``kernel`` ("step" or "seg") instead of :func:`backward_kernel`'s pick."""
+    chosen = T.backward_kernel
+    T.backward_kernel = lambda *a: kernel
+    try:
+        yield
+    finally:
+        T.backward_kernel = chosen
+
+
 def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
     """The selective-scan calls of one forward of ``model`` (one per distinct input signature), in fp32
     and under bf16 autocast: their real shapes, strides and dtypes, and out_dtype last (LocalVMamba-T's SS2D
@@ -58,20 +70,18 @@ def model_scan_calls(model: str, batch: int = 128) -> list[tuple[str, tuple]]:
 def policy_table(models=("local_vim_tiny", "local_vssm_tiny")) -> None:
     """The two backwards, forward and backward ms, at every scan call of the models (their real inputs), and
     the one :func:`backward_kernel` picks for each."""
-    chosen_bwd = T.backward_kernel
     for model in models:
         for mode, args in model_scan_calls(model):
             u, delta, A, B = args[:4]
             leaves = [a.requires_grad_(True) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
             row = {}
             for kernel in ("step", "seg"):
-                T.backward_kernel = lambda *a, kernel=kernel: kernel
-                f = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv), 10, warmup=3) * 1e3
-                fb = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv).sum().backward(), 10, warmup=3) * 1e3
+                with backward_forced(kernel):
+                    f = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv), 10, warmup=3) * 1e3
+                    fb = cuda_time(lambda lv=leaves: T.selective_scan_triton(*lv).sum().backward(), 10, warmup=3) * 1e3
                 row[kernel] = (f, fb - f)
-            T.backward_kernel = chosen_bwd
             b, d, l = u.shape
-            pick = chosen_bwd(l, T._scratch_dtype(u))
+            pick = T.backward_kernel(l, T._scratch_dtype(u))
             out = args[9] or u.dtype
             print(f"  {model:15s} {mode} ({b}, {d}, {l}, {A.shape[1]}) u {str(u.dtype)[6:]:8s} delta "
                   f"{str(delta.dtype)[6:]:8s} B {str(B.dtype)[6:]:8s} out {str(out)[6:]:8s} "
@@ -88,18 +98,18 @@ def seg_grid() -> None:
     """Backward ms (forward+backward less forward) of the segmented kernel over its settings, fp32, time-major,
     at a LocalVim-T layer and LocalVMamba-T's stage-1 and stage-3 layers (batch 128 at 224); the step kernel's
     first, for scale. The best: the least sum of ratios to each shape's fastest setting."""
-    chosen, seg, totals = T.backward_kernel, T.SEG, {}
+    seg, totals = T.SEG, {}
 
     def bwd_ms(shp):
         return scan_ms(*shp, "triton", True, True) - scan_ms(*shp, "triton", False, True)
-    T.backward_kernel = lambda *a: "step"
-    print("  step: " + "  ".join(f"{k} {bwd_ms(v):6.2f}" for k, v in SEG_SHAPES.items()), flush=True)
-    T.backward_kernel = lambda *a: "seg"
-    for cfg in itertools.product((4, 8, 16), (16, 32), (1, 2)):
-        T.SEG = T.SegConfig(*cfg)
-        totals[T.SEG] = [bwd_ms(v) for v in SEG_SHAPES.values()]
-        print(f"  seg {cfg}: " + "  ".join(f"{k} {v:6.2f}" for k, v in zip(SEG_SHAPES, totals[T.SEG])), flush=True)
-    T.backward_kernel, T.SEG = chosen, seg
+    with backward_forced("step"):
+        print("  step: " + "  ".join(f"{k} {bwd_ms(v):6.2f}" for k, v in SEG_SHAPES.items()), flush=True)
+    with backward_forced("seg"):
+        for cfg in itertools.product((4, 8, 16), (16, 32), (1, 2)):
+            T.SEG = T.SegConfig(*cfg)
+            totals[T.SEG] = [bwd_ms(v) for v in SEG_SHAPES.values()]
+            print(f"  seg {cfg}: " + "  ".join(f"{k} {v:6.2f}" for k, v in zip(SEG_SHAPES, totals[T.SEG])), flush=True)
+    T.SEG = seg
     fastest = [min(r[i] for r in totals.values()) for i in range(len(SEG_SHAPES))]
     print("  best:", min(totals, key=lambda c: sum(v / f for v, f in zip(totals[c], fastest))), flush=True)
 
@@ -123,15 +133,16 @@ def main() -> None:
             print(f"{name:28s} {shp} {'time-major' if tm else '(B, D, L)':10s}: "
                   f"fwd {scan_ms(*shp, 'triton', False, tm):6.2f} ms  fwd+bwd {scan_ms(*shp, 'triton', True, tm):6.2f} ms",
                   flush=True)
-    block_d, warps, chosen = T._block_d, T._NUM_WARPS, T.backward_kernel
-    T.backward_kernel = lambda *a: "step"  # the grid's settings are the step kernels'
-    for name, shp in list(SHAPES.items())[:2] if args.grid else []:
-        for w in (1, 2, 4):
-            for cap in (16, 32, 64):
-                T._NUM_WARPS, T._block_d = w, (lambda dg, cap=cap: min(cap, dg & -dg))
-                print(f"  {name} time-major, warps {w} block_d {cap}: fwd {scan_ms(*shp, 'triton', False, True):.2f} "
-                      f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
-    T._block_d, T._NUM_WARPS, T.backward_kernel = block_d, warps, chosen
+    block_d, warps = T._BLOCK_D, T._NUM_WARPS
+    with backward_forced("step"):  # the grid's settings are the step kernels'
+        for name, shp in list(SHAPES.items())[:2] if args.grid else []:
+            for w in (1, 2, 4):
+                for cap in (16, 32, 64):
+                    T._NUM_WARPS, T._BLOCK_D = w, cap
+                    print(f"  {name} time-major, warps {w} block_d {cap}: "
+                          f"fwd {scan_ms(*shp, 'triton', False, True):.2f} "
+                          f"fwd+bwd {scan_ms(*shp, 'triton', True, True):.2f}", flush=True)
+    T._BLOCK_D, T._NUM_WARPS = block_d, warps
     if args.seg_grid:
         seg_grid()
     if args.policy:

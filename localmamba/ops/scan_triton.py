@@ -259,7 +259,7 @@ if triton is not None:
         mask_d = offs_d < d
         mask_n = offs_n < n
         mask_dn = mask_d[:, None] & mask_n[None, :]
-        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _seg_cfg)
+        grp = (pid_d * BLOCK_D) // d_per_group  # one group per program (see _block_d)
         A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, offs_n, mask_d, mask_dn, sA_d, sA_n,
                                        HAS_D, HAS_BIAS)  # A * log2(e): exp(x) = exp2(x * log2 e)
         u_p = u_ptr + pid_b * su_b + offs_d * su_d
@@ -378,10 +378,10 @@ if triton is not None:
             tl.store(dbiasp_ptr + pid_b * d + offs_d, dbias_acc, mask=mask_d)
 
 
-def _block_d(d_per_group: int) -> int:
-    """Channels per program: the largest power of two <= _BLOCK_D that divides d/g, so that no program
-    straddles two groups (each program's partial dB/dC then belongs to one group)."""
-    return min(_BLOCK_D, d_per_group & -d_per_group)
+def _block_d(d_per_group: int, cap: int | None = None) -> int:
+    """Channels per program: the largest power of two <= cap (default _BLOCK_D) that divides d/g, so that no
+    program straddles two groups (each program's partial dB/dC then belongs to one group)."""
+    return min(_BLOCK_D if cap is None else cap, d_per_group & -d_per_group)
 
 
 def _block_n(n: int) -> int:
@@ -527,11 +527,6 @@ def backward_kernel(l: int, scratch_dtype: torch.dtype) -> str:
     return "step" if scratch_dtype in (torch.bfloat16, torch.float16) and l < 512 else "seg"
 
 
-def _seg_cfg(d_per_group: int, n: int) -> tuple[int, int]:
-    """(BLOCK_D, BLOCK_N) of the segmented backward: BLOCK_D divides d/g, so that no program straddles two groups."""
-    return min(SEG.block_d, d_per_group & -d_per_group), _block_n(n)
-
-
 def _grad_buffers(u, n: int, nblk: int, delta, z, D, delta_bias) -> list:
     """A backward kernel's outputs, in its argument order: du, ddelta, dz (time-major (b, l, d), in the dtypes
     of u, delta and z: the kernel rounds its fp32 values once, with no cast afterwards), and in fp32 the
@@ -594,7 +589,7 @@ def _backward_slice_seg(u, delta, A, B4, C4, D, z, delta_bias, dout, softplus):
     b, d, l = u.shape
     n = A.shape[1]
     g = B4.shape[1]
-    BLOCK_D, BLOCK_N = _seg_cfg(d // g, n)
+    BLOCK_D, BLOCK_N = _block_d(d // g, SEG.block_d), _block_n(n)
     nblk = triton.cdiv(d, BLOCK_D)
     n_seg = triton.cdiv(l, SEG.seg)
     ckpt = torch.empty((b, n_seg, d, n), device=u.device, dtype=torch.float32)  # (b, segments, d, n)
