@@ -526,14 +526,14 @@ SEG = SegConfig(4, 32, 1)
 def backward_kernel(l: int, scratch_dtype: torch.dtype) -> str:
     """Which backward runs a sequence of l steps whose states are kept in ``scratch_dtype``: "step" or "seg".
 
-    Measured on an H100 at the models' own scan inputs, batch 128 at 224 (``bench_triton_scan.py --policy``):
-    the segmented backward wins wherever the states are fp32 (LocalVim-T 2.90 ms against 3.36 for the step
-    kernel; LocalVMamba-T's 3136-, 784- and 196-step stages 22.4 / 11.3 / 5.77 against 37.7 / 17.1 / 6.58),
-    the step kernel where they are 16-bit and short (LocalVim-T under autocast: 2.43 against 2.95), its
-    scratch then half the traffic. Long 16-bit sequences take the segmented one for its memory: the step
-    kernel's scratch grows with l. LocalVMamba-T training (bf16 autocast, its scans' inputs bf16) took 508
-    img/s with this rule, against 491 with the segmented backward everywhere and 407 with the earlier step
-    and chunked kernels (the last two alternating in one process, the first in another call, same H100 model).
+    Measured on an H100 at the models' own scan inputs, batch 128 at 224 (``bench_triton_scan.py --policy``,
+    backward ms): the segmented backward wins wherever the states are fp32 (LocalVim-T 2.87 against 3.42 for the
+    step kernel; LocalVMamba-T's 3136-, 784- and 196-step stages 21.4 / 11.0 / 5.59 against 37.0 / 16.9 / 6.20)
+    and for long 16-bit sequences (LocalVMamba-T's stages 1-2 under autocast: 22.2 / 11.1 against 30.3 / 12.8,
+    whose step scratch would also grow with l); the step kernel where the states are 16-bit and short, its
+    scratch then half the traffic (LocalVim-T under autocast 2.26 against 3.11; LocalVMamba-T's stages 3-4 4.16 /
+    2.65 / 2.24 against 5.42 / 3.55 / 2.99). Where the two are within a few percent (the 49- and 64-step fp32
+    scans) the rule takes the segmented one for its memory.
     """
     return "step" if scratch_dtype in (torch.bfloat16, torch.float16) and l < 512 else "seg"
 
