@@ -8,8 +8,9 @@ thread needs) is what hides it, so a layout change shows here before any GPU tim
 compiled as the launcher specializes it at the models' calls: time-major inputs (unit channel and state strides
 become constants, the other strides and the pointers are multiples of 16), D, delta bias and softplus on, z on
 except in the checkpoint pass, 32 channels and 16 states a program, one warp. Registers and spill stack come from
-Triton's own cuobjdump; "warps/SM" is the register file (64K) over a warp's registers, at most 64. Figures of a
-run go in the notes of a kernel change (the Triton version changes them), not in benchmarks/RESULTS.md.
+Triton's own cuobjdump; "warps/SM" is the register file (64K) over a warp's registers, at most 64. The figures
+depend on the Triton version; benchmarks/RESULTS.md ("Selective scan, the op alone") gives the run behind the
+kernels' state tiles.
 """
 from __future__ import annotations
 
