@@ -7,7 +7,8 @@ The kernels are step loops bound by latency: how many programs an SM keeps resid
 thread needs) is what hides it, so a layout change shows here before any GPU time is spent. Each kernel is
 compiled as the launcher specializes it at the models' calls: time-major inputs (unit channel and state strides
 become constants, the other strides and the pointers are multiples of 16), D, delta bias and softplus on, z on
-except in the checkpoint pass, 32 channels and 16 states a program, one warp. Registers and spill stack come from
+except in the checkpoint pass, 16 states, and the library's launch settings (``_BLOCK_D`` channels and
+``_NUM_WARPS`` warps a program, ``SEG`` for the segmented backward). Registers and spill stack come from
 Triton's own cuobjdump; "warps/SM" is the register file (64K) over a warp's registers, at most 64. The figures
 depend on the Triton version; benchmarks/RESULTS.md ("Selective scan, the op alone") gives the run behind the
 kernels' state tiles.
@@ -28,11 +29,12 @@ import localmamba.ops.scan_triton as T
 UNIT_STRIDES = {"su_d", "sdl_d", "sz_d", "so_d", "sdo_d", "sB_n", "sC_n", "sA_n"}
 POINTERS_16BIT = {"u_ptr", "dl_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "states_ptr", "du_ptr", "ddl_ptr",
                   "dz_ptr", "dout_ptr"}  # bf16 under autocast (the step backward's scratch too)
-FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16)
+FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=T._BLOCK_D, BLOCK_N=T._block_n(16))
 
 
-def compile_kernel(kernel, constexprs: dict, bf16: bool, arch: int, num_warps: int = 1):
-    """Compile ``kernel`` for sm_<arch> with the launcher's specializations (module docstring)."""
+def compile_kernel(kernel, constexprs: dict, bf16: bool, arch: int):
+    """Compile ``kernel`` for sm_<arch> with the launcher's specializations and warps (module docstring)."""
+    num_warps = T.SEG.warps if kernel is T._bwd_seg_kernel else T._NUM_WARPS
     sig, cst, attrs = {}, {}, {}
     for i, (name, p) in enumerate(zip(kernel.arg_names, kernel.params)):
         if p.is_constexpr:
@@ -75,7 +77,7 @@ def kernels() -> dict:
         "forward (checkpoints, seg backward)": (T._fwd_kernel, dict(FLAGS, HAS_Z=False, STORE_STATES=False,
                                                                      WRITE_OUT=False, CKPT_EVERY=T.SEG.seg)),
         "step backward": (T._bwd_kernel, FLAGS),
-        "segmented backward": (T._bwd_seg_kernel, dict(FLAGS, SEG=T.SEG.seg)),
+        "segmented backward": (T._bwd_seg_kernel, dict(FLAGS, BLOCK_D=T.SEG.block_d, SEG=T.SEG.seg)),
     }
 
 
