@@ -5,9 +5,10 @@
 
 The kernels are step loops bound by latency: how many programs an SM keeps resident (set by the registers a
 thread needs) is what hides it, so a layout change shows here before any GPU time is spent. Each kernel is
-compiled as the launcher specializes it at the models' calls: time-major inputs (unit channel and state strides
-become constants, the other strides and the pointers are multiples of 16), D, delta bias and softplus on, z on
-except in the checkpoint pass, 16 states, and the library's launch settings (``_BLOCK_D`` channels and
+compiled as Triton's launcher specializes it at the models' calls: time-major inputs (the unit channel and state
+strides become constants; the other strides, the channel and state counts and the pointers are multiples of 16,
+which decides how wide the loads are and with it the tiles' layout), D, delta bias and softplus on, no z (both
+mixers gate after the scan), 16 states, and the library's launch settings (``_BLOCK_D`` channels and
 ``_NUM_WARPS`` warps a program, ``SEG`` for the segmented backward). Registers and spill stack come from
 Triton's own cuobjdump; "warps/SM" is the register file (64K) over a warp's registers, at most 64. The figures
 depend on the Triton version; benchmarks/RESULTS.md ("Selective scan, the op alone") gives the run behind the
@@ -29,7 +30,7 @@ import localmamba.ops.scan_triton as T
 UNIT_STRIDES = {"su_d", "sdl_d", "sz_d", "so_d", "sdo_d", "sB_n", "sC_n", "sA_n"}
 POINTERS_16BIT = {"u_ptr", "dl_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "states_ptr", "du_ptr", "ddl_ptr",
                   "dz_ptr", "dout_ptr"}  # bf16 under autocast (the step backward's scratch too)
-FLAGS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=T._BLOCK_D, BLOCK_N=T._block_n(16))
+FLAGS = dict(HAS_D=True, HAS_Z=False, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=T._BLOCK_D, BLOCK_N=T._block_n(16))
 
 
 def compile_kernel(kernel, constexprs: dict, bf16: bool, arch: int):
@@ -46,7 +47,7 @@ def compile_kernel(kernel, constexprs: dict, bf16: bool, arch: int):
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "i32"
-            if name.startswith("s") or name == "d":  # strides, channels: multiples of 16 at the models' shapes
+            if name.startswith("s") or name in ("d", "n"):  # strides, channels, states: multiples of 16 at the models'
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=cst, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps))
@@ -72,10 +73,9 @@ def kernels() -> dict:
     """The scan's kernels as the models call them: name -> (kernel, constexprs)."""
     return {
         "forward (output)": (T._fwd_kernel, dict(FLAGS, STORE_STATES=False, WRITE_OUT=True)),
-        "forward (states, step backward)": (T._fwd_kernel, dict(FLAGS, HAS_Z=False, STORE_STATES=True,
-                                                                 WRITE_OUT=False)),
-        "forward (checkpoints, seg backward)": (T._fwd_kernel, dict(FLAGS, HAS_Z=False, STORE_STATES=False,
-                                                                     WRITE_OUT=False, CKPT_EVERY=T.SEG.seg)),
+        "forward (states, step backward)": (T._fwd_kernel, dict(FLAGS, STORE_STATES=True, WRITE_OUT=False)),
+        "forward (checkpoints, seg backward)": (T._fwd_kernel, dict(FLAGS, STORE_STATES=False, WRITE_OUT=False,
+                                                                     CKPT_EVERY=T.SEG.seg)),
         "step backward": (T._bwd_kernel, FLAGS),
         "segmented backward": (T._bwd_seg_kernel, dict(FLAGS, BLOCK_D=T.SEG.block_d, SEG=T.SEG.seg)),
     }

@@ -11,7 +11,7 @@ loads issued one step ahead (each step is one exp and a few FMAs per state). In 
 backward the state is an (N, BLOCK_D) tile and a program's channels share one group's B_t and C_t, loaded
 as (N,) rows: against (BLOCK_D, N) tiles with per-channel B and C, fewer registers a thread (more programs
 resident to hide the loop's latency: ``benchmarks/kernel_resources.py`` counts them without a GPU; the forward
-went from 164 to 92), and on an H100 at the models' layer shapes forwards 1.2-1.7x and
+went from 158 to 89 at fp32 inputs), and on an H100 at the models' layer shapes forwards 1.2-1.7x and
 step backwards 1.0-1.3x faster. The segmented backward keeps (BLOCK_D, N) tiles: in the other orientation
 it ran 1.3-1.5x slower.
 
